@@ -1,0 +1,25 @@
+# dhcbench: set-up, tests and the demo. PYTHON can point at any Python >= 3.11.
+PYTHON ?= python3
+DHCBENCH = $(PYTHON) -m dhcbench
+
+.PHONY: install test lint demo ensure
+
+# torch first, and only when it is missing, so an existing (e.g. CUDA) build is kept.
+install:
+	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install torch==2.13.0
+	$(PYTHON) -m pip install -e ".[dev]"
+
+ensure:
+	@$(PYTHON) -c "import torch, dhcbench, pytest, medpy, mlflow" 2>/dev/null || $(MAKE) install
+
+test: ensure
+	$(PYTHON) -m pytest
+
+lint: ensure
+	$(PYTHON) -m ruff check dhcbench tests
+
+# CPS and DHC on the embedded phantom (20 % labeled), then the paper-style table.
+demo: ensure
+	$(DHCBENCH) run --method cps --dataset phantom --ratio 0.2
+	$(DHCBENCH) run --method dhc --dataset phantom --ratio 0.2
+	$(DHCBENCH) table --dataset phantom --ratio 0.2

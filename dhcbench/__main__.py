@@ -1,0 +1,5 @@
+"""``python -m dhcbench`` = the ``dhcbench`` command."""
+
+from dhcbench.cli import main
+
+main()

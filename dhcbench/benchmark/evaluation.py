@@ -1,0 +1,146 @@
+"""Scoring label maps: tidy per-case rows, their aggregation, and NIfTI files on disk.
+
+Rows are ``case, class, contract, metric, value`` (one per case, foreground class, contract
+and metric; Dice in %, ASD in voxels under ``dhc`` and in mm under ``rigorous``).
+Aggregation follows the reference (§11): a class's value is the mean over cases, the average
+is the mean over classes of those; under ``rigorous`` NaN (undefined) values are excluded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dhcbench.benchmark.metrics import case_metrics
+from dhcbench.errors import UserError
+
+COLUMNS = ["case", "class", "contract", "metric", "value"]
+
+
+def case_rows(
+    case_id: str,
+    pred: np.ndarray,
+    gt: np.ndarray,
+    class_names: Sequence[str],
+    spacing: Sequence[float],
+) -> list[dict[str, object]]:
+    """Tidy rows of one case (every foreground class, both contracts)."""
+    values = case_metrics(pred, gt, len(class_names), spacing)
+    return [
+        {"case": case_id, "class": class_names[c], "contract": contract, "metric": metric,
+         "value": value}
+        for (contract, metric, c), value in sorted(values.items(), key=lambda kv: kv[0][2])
+    ]
+
+
+def summarise(rows: pd.DataFrame, prefix: str = "test") -> dict[str, float]:
+    """MLflow metric dict from tidy rows.
+
+    ``dhc`` rows give ``{prefix}/dice/<class>``, ``{prefix}/asd/<class>``,
+    ``{prefix}/dice_mean``, ``{prefix}/asd_mean``; ``rigorous`` rows the same under
+    ``{prefix}/rigorous/…`` plus hd95. Classes whose values are all undefined are left out.
+    """
+    out: dict[str, float] = {}
+    if rows.empty:
+        return out
+    grouped = rows.groupby(["contract", "metric", "class"], sort=False)["value"].mean()
+    for (contract, metric), per_class in grouped.groupby(level=[0, 1], sort=False):
+        base = prefix if contract == "dhc" else f"{prefix}/{contract}"
+        values = per_class.droplevel([0, 1])
+        for cls, v in values.items():
+            if not math.isnan(v):
+                out[f"{base}/{metric}/{cls}"] = float(v)
+        finite = values.dropna()
+        if len(finite):
+            out[f"{base}/{metric}_mean"] = float(finite.mean())
+    return out
+
+
+# -- label maps on disk -------------------------------------------------------------------------
+
+
+def _case_id(path: Path) -> str:
+    name = path.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _nifti_files(path: Path, role: str) -> dict[str, Path]:
+    if path.is_file():
+        return {_case_id(path): path}
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.name.endswith((".nii.gz", ".nii")))
+        if not files:
+            raise UserError(f"{path}: no .nii.gz or .nii files in the {role} folder")
+        return {_case_id(p): p for p in files}
+    raise UserError(f"{path}: {role} path does not exist")
+
+
+def read_label_map(path: Path, num_classes: int) -> tuple[np.ndarray, tuple[float, ...]]:
+    """A 3D integer label map and its voxel spacing (mm) from a NIfTI file.
+
+    Raises UserError naming the file when it is unreadable, not 3D, not integer-valued or
+    has values outside ``0 .. num_classes - 1``.
+    """
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+        data = np.asanyarray(img.dataobj)
+    except Exception as exc:  # nibabel raises many types for broken files
+        raise UserError(f"{path}: unreadable NIfTI file ({type(exc).__name__}: {exc})") from exc
+    if data.ndim == 4 and data.shape[3] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise UserError(f"{path}: expected a 3D label map, got shape {data.shape}")
+    if not np.issubdtype(data.dtype, np.integer):
+        if not np.all(np.isfinite(data)) or not np.all(np.equal(np.mod(data, 1), 0)):
+            raise UserError(f"{path}: label values are not integers")
+        data = data.astype(np.int64)
+    lo, hi = int(data.min()), int(data.max())
+    if lo < 0 or hi >= num_classes:
+        raise UserError(
+            f"{path}: label values {lo}..{hi} outside the class range 0..{num_classes - 1}"
+        )
+    spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
+    return data.astype(np.uint8 if num_classes <= 256 else np.int32), spacing
+
+
+def evaluate_files(pred: Path, gt: Path, class_names: Sequence[str]) -> pd.DataFrame:
+    """Score prediction label maps against ground truth (files or folders matched by id).
+
+    Spacing comes from the ground-truth header. Every prediction must have a ground truth of
+    the same shape; ground truths without a prediction are an error too (a silently skipped
+    case would inflate the averages).
+    """
+    preds = _nifti_files(Path(pred), "prediction")
+    gts = _nifti_files(Path(gt), "ground-truth")
+    if Path(pred).is_file() and Path(gt).is_file():
+        gts = {next(iter(preds)): next(iter(gts.values()))}
+    missing = sorted(set(preds) - set(gts))
+    if missing:
+        raise UserError(f"{preds[missing[0]]}: no ground truth with case id {missing[0]!r}")
+    unpredicted = sorted(set(gts) - set(preds))
+    if unpredicted:
+        raise UserError(f"{gts[unpredicted[0]]}: no prediction for case id {unpredicted[0]!r}")
+    rows: list[dict[str, object]] = []
+    for case_id in sorted(preds):
+        p, _ = read_label_map(preds[case_id], len(class_names))
+        g, spacing = read_label_map(gts[case_id], len(class_names))
+        if p.shape != g.shape:
+            raise UserError(
+                f"{preds[case_id]}: shape {p.shape} differs from the ground truth's {g.shape}"
+            )
+        rows.extend(case_rows(case_id, p, g, class_names, spacing))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def frame(rows: Iterable[dict[str, object]]) -> pd.DataFrame:
+    """Rows -> DataFrame with the tidy columns."""
+    return pd.DataFrame(list(rows), columns=COLUMNS)

@@ -1,0 +1,85 @@
+"""Sliding-window inference over whole volumes (reference §10).
+
+Windows of the training patch size start at ``min(stride * i, size - patch)`` with
+``ceil((size - patch) / stride) + 1`` windows per axis; each window's softmax (of the
+method's logits, which for co-training methods are the average of the two branches' logits)
+is summed into a score map that is divided by the per-voxel window count; the argmax is the
+prediction. Volumes smaller than the patch are zero-padded symmetrically and cropped back.
+No test-time augmentation and no post-processing, as in the reference.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from dhcbench.methods.losses import class_argmax
+
+Shape3 = tuple[int, int, int]
+
+
+def window_starts(size: int, patch: int, stride: int) -> list[int]:
+    """Start offsets along one axis (size >= patch)."""
+    n = math.ceil((size - patch) / stride) + 1
+    return [min(stride * i, size - patch) for i in range(n)]
+
+
+@torch.no_grad()
+def sliding_window_probs(
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    image: np.ndarray,
+    patch: Shape3,
+    stride: Shape3,
+    num_classes: int,
+    device: torch.device,
+    window_batch: int = 4,
+) -> torch.Tensor:
+    """Averaged softmax probabilities ``(K, D, H, W)`` (on CPU) of a ``(C, D, H, W)`` volume."""
+    if image.ndim == 3:
+        image = image[None]
+    shape = image.shape[1:]
+    pads = [max(0, p - s) for s, p in zip(shape, patch, strict=True)]
+    before = [w // 2 for w in pads]
+    if any(pads):
+        image = np.pad(image, [(0, 0)] + [(b, w - b) for b, w in zip(before, pads, strict=True)])
+    padded = image.shape[1:]
+    vol = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+    scores = torch.zeros((num_classes, *padded), dtype=torch.float32)
+    counts = torch.zeros(padded, dtype=torch.float32)
+    starts = [window_starts(s, p, st) for s, p, st in zip(padded, patch, stride, strict=True)]
+    corners = list(itertools.product(*starts))
+    for i in range(0, len(corners), window_batch):
+        chunk = corners[i:i + window_batch]
+        sl = [tuple(slice(c, c + p) for c, p in zip(corner, patch, strict=True))
+              for corner in chunk]
+        x = torch.stack([vol[(slice(None), *s)] for s in sl]).to(device)
+        probs = torch.softmax(predict(x).float(), dim=1).cpu()
+        for s, p in zip(sl, probs, strict=True):
+            scores[(slice(None), *s)] += p
+            counts[s] += 1.0
+    scores /= counts
+    crop = tuple(slice(b, b + s) for b, s in zip(before, shape, strict=True))
+    return scores[(slice(None), *crop)]
+
+
+def sliding_window_predict(
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    image: np.ndarray,
+    patch: Shape3,
+    stride: Shape3,
+    num_classes: int,
+    device: torch.device,
+    window_batch: int = 4,
+) -> np.ndarray:
+    """Label map ``(D, H, W)`` uint8 (argmax of :func:`sliding_window_probs`)."""
+    probs = sliding_window_probs(predict, image, patch, stride, num_classes, device, window_batch)
+    return class_argmax(probs, 0).numpy().astype(np.uint8)
+
+
+def default_stride(patch: Shape3) -> Shape3:
+    """patch // 4 per axis: the reference's 16 / 32 / 32 for a 64×128×128 patch."""
+    return tuple(max(1, p // 4) for p in patch)  # type: ignore[return-value]

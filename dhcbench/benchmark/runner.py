@@ -1,0 +1,385 @@
+"""``dhcbench run``: resolve and validate the specs, then train every seed under MLflow.
+
+Everything that can be wrong with the input (method, dataset, ratio, seeds, settings,
+output folder, the dataset itself) is checked by :func:`plan_run` before the tracking store
+is touched, so bad input leaves no trace in MLflow. :func:`execute` then opens one parent
+run and one child run per seed; a crash marks them FAILED and an interrupt KILLED, with the
+exact training state saved for ``--resume``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+from dhcbench import __version__
+from dhcbench.benchmark import checkpoint
+from dhcbench.benchmark.evaluation import COLUMNS, case_rows, summarise
+from dhcbench.benchmark.inference import default_stride, sliding_window_predict
+from dhcbench.benchmark.spec import RunSpec, build_spec, spec_key
+from dhcbench.benchmark.tracking import CHECKPOINT_DIR, KEY, ROLE, Tracker
+from dhcbench.benchmark.trainer import Trainer, resolve_device, seed_everything
+from dhcbench.datasets import DATASETS, DatasetSpec, data_root
+from dhcbench.datasets.loaders import PatchSampler, centre_crops, iter_cases
+from dhcbench.datasets.splits import Split, ratio_tag, resolve_split
+from dhcbench.datasets.storage import PreparedDataset
+from dhcbench.errors import UserError
+from dhcbench.methods import METHODS
+from dhcbench.methods.base import Method
+
+
+class RunInterrupted(Exception):
+    """Training stopped on a signal; the state is saved and the runs are marked KILLED."""
+
+
+@dataclass
+class Reporter:
+    """Callbacks for progress display (all optional; the CLI wires them to rich)."""
+
+    start_seed: Callable[[RunSpec, int], None] = lambda spec, total: None
+    iteration: Callable[[int, int], None] = lambda epoch, it: None
+    evaluated: Callable[[RunSpec, int, float], None] = lambda spec, epoch, dice: None
+    testing: Callable[[str, int, int], None] = lambda which, done, total: None
+    message: Callable[[str], None] = lambda text: None
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Validated per-seed specs and the opened dataset."""
+
+    specs: tuple[RunSpec, ...]
+    dataset_spec: DatasetSpec
+    dataset: PreparedDataset
+    split: Split
+    key: str
+
+
+def git_sha() -> str:
+    """Commit of the package's source tree, or ``unknown`` outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+            capture_output=True, text=True, timeout=5, check=False,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def seed_list(seeds: int, explicit: Sequence[int] | None) -> list[int]:
+    """``--seeds N``: the paper's seeds 0, 1, 666 first, then 2, 3, …; ``--seed-list`` wins."""
+    if explicit:
+        if len(set(explicit)) != len(explicit):
+            raise UserError(f"--seed-list {list(explicit)}: seeds repeat")
+        return list(explicit)
+    if seeds < 1:
+        raise UserError(f"--seeds {seeds}: need at least one seed")
+    out = [0, 1, 666]
+    extra = 2
+    while len(out) < seeds:
+        if extra not in out:
+            out.append(extra)
+        extra += 1
+    return out[:seeds]
+
+
+def _check_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{uuid.uuid4().hex[:8]}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"{folder}: output folder cannot be written ({exc.strerror})") from exc
+
+
+def resolve_specs(
+    method: str,
+    dataset: str,
+    ratio: float,
+    seeds: Sequence[int],
+    layers: Sequence[Mapping[str, Any]] = (),
+) -> list[RunSpec]:
+    """Per-seed RunSpecs: code defaults < dataset preset < method overrides < ``layers``."""
+    info = METHODS.get(method)
+    source = DATASETS.get(dataset)
+    base = {"method": {"name": info.key}, "data": {"name": source.name, "ratio": ratio}}
+    stack = [base, source.preset(ratio), dict(info.train_overrides), *layers]
+    first = build_spec([*stack, {"seed": seeds[0]}])
+    # A layer may not switch method or dataset: presets were chosen for these two.
+    if first.method.name != info.key or first.data.name != source.name:
+        raise UserError("method.name and data.name come from --method and --dataset;"
+                        " remove them from --config / --set")
+    return [replace(first, seed=s) for s in seeds]
+
+
+def plan_run(
+    method: str,
+    dataset: str,
+    ratio: float,
+    seeds: Sequence[int],
+    layers: Sequence[Mapping[str, Any]] = (),
+    on_prepare: Callable[[int, int], None] | None = None,
+) -> RunPlan:
+    """Validate everything and open (or generate) the dataset; touches no tracking store."""
+    specs = resolve_specs(method, dataset, ratio, seeds, layers)
+    spec = specs[0]
+    info = METHODS.get(spec.method.name)
+    source = DATASETS.get(spec.data.name)
+    dspec = source.spec(spec.data.options, spec.data.patch_size)
+    # Building the method validates its variant and keyword arguments before any run starts.
+    info.build(num_classes=dspec.num_classes, in_channels=dspec.channels,
+               base_filters=spec.train.base_filters, variant=spec.method.variant,
+               kwargs=spec.method.kwargs)
+    _check_writable(Path(spec.tracking.out_dir))
+    ds = source.open(dspec, spec.data.options, data_root(spec.data.root), on_prepare)
+    split = resolve_split(ds, spec.data.ratio, spec.data.split_seed)
+    return RunPlan(tuple(specs), dspec, ds, split, spec_key(spec))
+
+
+def run_name(spec: RunSpec, seed: int | None = None) -> str:
+    """Derived identity: ``<method>-<dataset>-<ratio>[-seed<n>]``."""
+    name = f"{spec.method.name}-{spec.data.name}-{ratio_tag(spec.data.ratio)}"
+    return name if seed is None else f"{name}-seed{seed}"
+
+
+def checkpoint_dir(spec: RunSpec) -> Path:
+    return (Path(spec.tracking.out_dir) / spec.tracking.experiment
+            / f"{run_name(spec, spec.seed)}-{spec_key(spec)}")
+
+
+def _tags(spec: RunSpec, plan: RunPlan, role: str) -> dict[str, Any]:
+    return {
+        ROLE: role,
+        KEY: plan.key,
+        "method": spec.method.name,
+        "dataset": spec.data.name,
+        "ratio": spec.data.ratio,
+        "contract": spec.eval.contract,
+        "variant": spec.method.variant,
+        "family": METHODS.get(spec.method.name).family,
+        "profile": plan.dataset_spec.profile,
+        "git_sha": git_sha(),
+        "version": __version__,
+    }
+
+
+def _params(spec: RunSpec, plan: RunPlan) -> dict[str, Any]:
+    params = {k: v for k, v in spec.flat().items() if not k.startswith("tracking.")}
+    params.update({
+        "split.source": plan.split.source,
+        "split.labeled": ",".join(plan.split.labeled),
+        "split.num_labeled": len(plan.split.labeled),
+        "split.num_unlabeled": len(plan.split.unlabeled),
+        "data.profile": plan.dataset_spec.profile,
+        "data.resolved_patch_size": list(plan.dataset_spec.patch_size),
+    })
+    return params
+
+
+# -- one seed -----------------------------------------------------------------------------------
+
+
+def build_method(spec: RunSpec, dspec: DatasetSpec) -> Method:
+    return METHODS.get(spec.method.name).build(
+        num_classes=dspec.num_classes, in_channels=dspec.channels,
+        base_filters=spec.train.base_filters, variant=spec.method.variant,
+        kwargs=spec.method.kwargs,
+    )
+
+
+def test_method(
+    method: Method, spec: RunSpec, plan: RunPlan, device: torch.device,
+    which: str, report: Reporter,
+) -> pd.DataFrame:
+    """Sliding-window predictions on the test split, scored under both contracts."""
+    dspec = plan.dataset_spec
+    stride = spec.eval.stride or default_stride(dspec.patch_size)
+    method.eval()
+    rows: list[dict[str, object]] = []
+    ids = plan.split.test
+    for i, case in enumerate(iter_cases(plan.dataset, dspec, ids)):
+        pred = sliding_window_predict(
+            method.predict, case.image, dspec.patch_size, stride, dspec.num_classes,
+            device, spec.eval.window_batch,
+        )
+        rows.extend(case_rows(case.case_id, pred, case.label, dspec.class_names, case.spacing))
+        report.testing(which, i + 1, len(ids))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def run_seed(
+    spec: RunSpec,
+    plan: RunPlan,
+    tracker: Tracker,
+    run_id: str,
+    resume: bool,
+    report: Reporter,
+) -> dict[str, float]:
+    """Train and test one seed inside its (open) child run; returns its test metrics."""
+    dspec = plan.dataset_spec
+    device = resolve_device(spec.train.device)
+    if spec.train.threads:
+        torch.set_num_threads(spec.train.threads)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    seed_everything(spec.seed)
+    method = build_method(spec, dspec)
+    counts = torch.as_tensor(plan.dataset.class_counts(plan.split.labeled), dtype=torch.int64)
+    method.setup(counts)
+    method.to(device)
+    if spec.train.channels_last:
+        for net in method.networks.values():
+            net.to(memory_format=torch.channels_last_3d)
+    if spec.train.compile:
+        for net in method.networks.values():
+            net.compile()
+    sampler = PatchSampler(
+        plan.dataset, dspec, plan.split.labeled, plan.split.unlabeled,
+        batch_labeled=spec.train.batch_labeled, batch_unlabeled=spec.train.batch_unlabeled,
+        flip=spec.data.flip, seed=spec.seed,
+    )
+    ckpt_dir = checkpoint_dir(spec)
+    trainer = Trainer(
+        spec.train, method, sampler, centre_crops(plan.dataset, dspec, plan.split.eval),
+        dspec.class_names, ckpt_dir, device,
+        log=lambda metrics, step: tracker.log_metrics(run_id, metrics, step),
+        on_iteration=report.iteration,
+        on_eval=lambda epoch, dice: report.evaluated(spec, epoch, dice),
+    )
+    last = ckpt_dir / checkpoint.LAST
+    if resume and last.is_file():
+        trainer.load_state_dict(checkpoint.load(last))
+        report.message(f"{run_name(spec, spec.seed)}: resumed at epoch {trainer.pos.epoch},"
+                       f" iteration {trainer.pos.index}")
+    report.start_seed(spec, trainer.total_iterations())
+    result = trainer.fit()
+    if result.interrupted:
+        raise RunInterrupted(f"{run_name(spec, spec.seed)} interrupted by"
+                             f" {trainer.stop.signal_name or 'a signal'}")
+    tracker.set_tags(run_id, {"best_epoch": result.best_epoch,
+                              "stopped_early": result.stopped_early})
+    metrics: dict[str, float] = {"eval/best_dice_mean": result.best_dice,
+                                 "train/iterations": result.iterations}
+    tables: dict[str, pd.DataFrame] = {}
+    if spec.eval.test_last:
+        tables["last"] = test_method(method, spec, plan, device, "last", report)
+        metrics.update(summarise(tables["last"], "test_last"))
+    best_path = ckpt_dir / checkpoint.BEST
+    if best_path.is_file():
+        method.load_state_dict(checkpoint.load(best_path)["method"])
+        method.to(device)
+    tables["best"] = test_method(method, spec, plan, device, "best", report)
+    metrics.update(summarise(tables["best"], "test"))
+    tracker.log_metrics(run_id, metrics, step=max(result.last_epoch, 0))
+    for which, table in tables.items():
+        tracker.log_text(run_id, table.to_csv(index=False), f"metrics/test_cases_{which}.csv")
+    if spec.tracking.log_checkpoint and best_path.is_file():
+        tracker.log_artifact(run_id, best_path, "checkpoint")
+    return metrics
+
+
+# -- the invocation -----------------------------------------------------------------------------
+
+
+def _find_resumable(tracker: Tracker, plan: RunPlan) -> Any | None:
+    runs = tracker.search(f"tags.`{KEY}` = '{plan.key}' and tags.`{ROLE}` = 'parent'")
+    for run in runs:
+        if run.info.status != "FINISHED":
+            return run
+    return None
+
+
+def execute(plan: RunPlan, tracker: Tracker, resume: bool, report: Reporter) -> str:
+    """Run every seed of ``plan`` under one parent MLflow run; returns the parent run id."""
+    spec0 = plan.specs[0]
+    tracker.reap_stale()
+    parent = _find_resumable(tracker, plan) if resume else None
+    if resume and parent is None:
+        report.message("--resume: no unfinished run of this configuration; starting a new one")
+    if parent is not None:
+        parent_id = parent.info.run_id
+        tracker.reopen(parent_id)
+        children = {r.data.tags.get("seed"): r for r in tracker.children(parent_id)}
+    else:
+        parent_id = tracker.start_run(run_name(spec0), _tags(spec0, plan, "parent"))
+        params = _params(spec0, plan)
+        params.pop("seed", None)
+        params["seeds"] = ",".join(str(s.seed) for s in plan.specs)
+        tracker.log_params(parent_id, params)
+        tracker.log_text(parent_id, yaml.safe_dump(spec0.to_dict(), sort_keys=False),
+                         "spec.yaml")
+        children = {}
+    results: list[dict[str, float]] = []
+    child_id: str | None = None
+    try:
+        for spec in plan.specs:
+            child = children.get(str(spec.seed))
+            if child is not None and child.info.status == "FINISHED":
+                results.append(dict(child.data.metrics))
+                report.message(f"{run_name(spec, spec.seed)}: already finished, skipped")
+                continue
+            if child is not None:
+                child_id = child.info.run_id
+                tracker.reopen(child_id)
+            else:
+                ckpt = checkpoint_dir(spec)
+                tags = _tags(spec, plan, "seed") | {"seed": spec.seed,
+                                                    CHECKPOINT_DIR: str(ckpt)}
+                child_id = tracker.start_run(run_name(spec, spec.seed), tags, parent_id)
+                tracker.log_params(child_id, _params(spec, plan))
+                tracker.log_text(child_id, yaml.safe_dump(spec.to_dict(), sort_keys=False),
+                                 "spec.yaml")
+            results.append(run_seed(spec, plan, tracker, child_id,
+                                    resume=child is not None, report=report))
+            tracker.end(child_id, "FINISHED")
+            child_id = None
+    except (RunInterrupted, KeyboardInterrupt):
+        if child_id is not None:
+            tracker.end(child_id, "KILLED")
+        tracker.end(parent_id, "KILLED")
+        raise
+    except BaseException:
+        if child_id is not None:
+            tracker.end(child_id, "FAILED")
+        tracker.end(parent_id, "FAILED")
+        raise
+    tracker.log_metrics(parent_id, aggregate_seeds(results))
+    tracker.end(parent_id, "FINISHED")
+    return parent_id
+
+
+def aggregate_seeds(results: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Mean and population std over seeds of the averaged test metrics (parent run)."""
+    out: dict[str, float] = {}
+    keys = ("test/dice_mean", "test/asd_mean", "test/rigorous/dice_mean",
+            "test/rigorous/asd_mean", "test/rigorous/hd95_mean")
+    for key in keys:
+        values = [r[key] for r in results if key in r]
+        if values:
+            out[key] = float(np.mean(values))
+            out[f"{key}_std"] = float(np.std(values))
+    out["seeds_finished"] = float(len(results))
+    return out
+
+
+def default_layers(config: Path | None, overrides: Sequence[str]) -> list[dict[str, Any]]:
+    """The user's override layers: the YAML file first, then each ``--set``."""
+    from dhcbench.benchmark.spec import load_config_file, parse_assignment
+
+    layers: list[dict[str, Any]] = []
+    if config is not None:
+        layers.append(load_config_file(config))
+    layers.extend(parse_assignment(o) for o in overrides)
+    return layers
+
+

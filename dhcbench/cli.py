@@ -1,0 +1,209 @@
+"""The ``dhcbench`` command line (Typer). Thin: parses, builds specs, calls the parts.
+
+Every error caused by the input is one line on stderr and exit code 2 (``UserError``); an
+interrupted run exits with 130 after marking its MLflow runs KILLED.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from dhcbench.errors import UserError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Class-imbalanced semi-supervised 3D segmentation benchmark: DHC and its baselines.",
+    pretty_exceptions_enable=False,
+)
+console = Console(log_path=False)
+err_console = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def run(
+    method: Annotated[str, typer.Option("--method", "-m", help="Method key (see `dhcbench methods`).")] = "dhc",
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset key (see `dhcbench datasets`).")] = "phantom",
+    ratio: Annotated[float, typer.Option("--ratio", "-r", help="Labeled fraction of the training cases, e.g. 0.2.")] = 0.2,
+    seeds: Annotated[int, typer.Option(help="Number of seeds: the paper's 0, 1, 666 first.")] = 1,
+    seed_list: Annotated[str | None, typer.Option("--seed-list", help="Explicit seeds, e.g. 0,1,666.")] = None,
+    variant: Annotated[str | None, typer.Option(help="reference (the official code) or paper (the paper's equations).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Shortcut for --set train.epochs=N.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 …")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML file of setting overrides.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override one setting, e.g. train.lr=0.01 (repeatable).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for checkpoints (default ./dhcbench-runs).")] = None,
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment name (default dhcbench).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the latest unfinished run of this configuration.")] = False,
+) -> None:
+    """Train and test a method on a dataset for one or more seeds, tracked in MLflow."""
+    from dhcbench.benchmark.progress import RichReporter
+    from dhcbench.benchmark.runner import (
+        RunInterrupted,
+        default_layers,
+        execute,
+        plan_run,
+    )
+    from dhcbench.benchmark.runner import (
+        seed_list as make_seeds,
+    )
+    from dhcbench.benchmark.tracking import open_tracker
+
+    try:
+        explicit = None
+        if seed_list:
+            try:
+                explicit = [int(s) for s in seed_list.replace(" ", "").split(",") if s]
+            except ValueError:
+                raise UserError(f"--seed-list {seed_list!r}: expected integers like 0,1,666") from None
+        seeds_ = make_seeds(seeds, explicit)
+        layers = default_layers(config, set_ or [])
+        cli_layer: dict = {}
+        if variant is not None:
+            cli_layer.setdefault("method", {})["variant"] = variant
+        if epochs is not None:
+            cli_layer.setdefault("train", {})["epochs"] = epochs
+        if device is not None:
+            cli_layer.setdefault("train", {})["device"] = device
+        if out is not None:
+            cli_layer.setdefault("tracking", {})["out_dir"] = str(out)
+        if experiment is not None:
+            cli_layer.setdefault("tracking", {})["experiment"] = experiment
+        layers.append(cli_layer)
+        reporter = RichReporter(console)
+        with reporter:
+            plan = plan_run(method, dataset, ratio, seeds_, layers, reporter.preparing)
+            spec = plan.specs[0]
+            tracker = open_tracker(spec.tracking.uri, spec.tracking.experiment)
+            reporter.message(
+                f"{spec.method.name} on {spec.data.name} {ratio:g}: "
+                f"{len(plan.split.labeled)} labeled / {len(plan.split.unlabeled)} unlabeled,"
+                f" seeds {', '.join(str(s.seed) for s in plan.specs)}"
+            )
+            parent = execute(plan, tracker, resume, reporter)
+        console.print(f"finished: MLflow parent run {parent} (experiment "
+                      f"{spec.tracking.experiment!r}); see `dhcbench table` or `mlflow ui`")
+    except UserError as exc:
+        _fail(str(exc))
+    except (RunInterrupted, KeyboardInterrupt) as exc:
+        err_console.print(f"interrupted: {exc or 'KeyboardInterrupt'}; runs marked KILLED."
+                          " Continue with the same command and --resume.")
+        raise typer.Exit(130) from None
+
+
+@app.command()
+def table(
+    dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Only this dataset.")] = None,
+    ratio: Annotated[float | None, typer.Option("--ratio", "-r", help="Only this labeled ratio.")] = None,
+    metric: Annotated[str, typer.Option(help="Per-class columns: dice or asd.")] = "dice",
+    contract: Annotated[str, typer.Option(help="dhc (the reference's metric semantics) or rigorous.")] = "dhc",
+    checkpoint: Annotated[str, typer.Option(help="best (best-on-eval, the paper's protocol) or last.")] = "best",
+    fmt: Annotated[str | None, typer.Option("--format", "-f", help="Print md, latex or csv instead of the terminal table.")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for the .md, .tex and .csv files.")] = Path("dhcbench-results"),
+    experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "dhcbench",
+) -> None:
+    """Paper-style table (mean±std over seeds) of the finished runs in MLflow."""
+    from dhcbench.reports.cli_table import render_tables
+
+    try:
+        if metric not in ("dice", "asd"):
+            raise UserError(f"--metric {metric!r}: use dice or asd")
+        if contract not in ("dhc", "rigorous"):
+            raise UserError(f"--contract {contract!r}: use dhc or rigorous")
+        if checkpoint not in ("best", "last"):
+            raise UserError(f"--checkpoint {checkpoint!r}: use best or last")
+        if fmt is not None and fmt not in ("md", "latex", "csv"):
+            raise UserError(f"--format {fmt!r}: use md, latex or csv")
+        render_tables(console, experiment, dataset, ratio, metric, contract, checkpoint, fmt, out)
+    except UserError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def methods() -> None:
+    """List the registered methods with their family and paper."""
+    from rich.table import Table
+
+    from dhcbench.methods import METHODS
+
+    t = Table(title="methods", header_style="bold")
+    for col in ("key", "family", "networks", "variants", "paper"):
+        t.add_column(col)
+    for key, info in sorted(METHODS.items(), key=lambda kv: (kv[1].family, kv[0])):
+        t.add_row(key, info.family, info.networks, ", ".join(info.variants), info.paper)
+    console.print(t)
+
+
+@app.command()
+def datasets() -> None:
+    """List the registered datasets."""
+    from rich.table import Table
+
+    from dhcbench.datasets import DATASETS
+
+    t = Table(title="datasets", header_style="bold")
+    for col in ("key", "classes", "ratios", "description"):
+        t.add_column(col)
+    for key, source in DATASETS.items():
+        spec = source.spec({}, None)
+        t.add_row(key, str(spec.num_classes - 1), ", ".join(f"{r:g}" for r in source.ratios),
+                  source.description)
+    console.print(t)
+
+
+@app.command()
+def evaluate(
+    pred: Annotated[Path, typer.Option(help="Predicted label map (.nii.gz) or a folder of them.")],
+    gt: Annotated[Path, typer.Option(help="Ground-truth label map or folder, matched by case id.")],
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset whose classes the labels use.")] = "phantom",
+    out: Annotated[Path, typer.Option(help="Tidy CSV: case,class,contract,metric,value.")] = Path("metrics.csv"),
+    contract: Annotated[str, typer.Option(help="Contract of the printed summary (both are in the CSV).")] = "dhc",
+) -> None:
+    """Score any tool's predictions under the dhc and rigorous contracts."""
+    from dhcbench.benchmark.evaluation import evaluate_files, summarise
+    from dhcbench.datasets import DATASETS
+
+    try:
+        if contract not in ("dhc", "rigorous"):
+            raise UserError(f"--contract {contract!r}: use dhc or rigorous")
+        class_names = DATASETS.get(dataset).spec({}, None).class_names
+        rows = evaluate_files(pred, gt, class_names)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(f".{out.name}.tmp")
+            rows.to_csv(tmp, index=False)
+            os.replace(tmp, out)
+        except OSError as exc:
+            raise UserError(f"{out}: cannot write ({exc.strerror})") from exc
+        summary = summarise(rows[rows.contract == contract], "test")
+        pre = "test" if contract == "dhc" else f"test/{contract}"
+        console.print(f"{rows.case.nunique()} case(s) scored; mean Dice "
+                      f"{summary.get(pre + '/dice_mean', float('nan')):.2f} %, mean ASD "
+                      f"{summary.get(pre + '/asd_mean', float('nan')):.2f} ({contract});"
+                      f" rows written to {out}")
+    except UserError as exc:
+        _fail(str(exc))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except UserError as exc:  # raised outside a command's own handler
+        err_console.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""Turning a prepared dataset into training batches and evaluation inputs.
+
+Follows the reference pipeline (reference §2.3, §3): each volume is clipped to the intensity
+window and min-max normalised **once**, when it is loaded into memory, not per iteration;
+training patches are uniform random crops (no foreground bias) with optional H/W flips;
+one epoch zips the unlabeled list with the labeled list repeated to the same length, both
+shuffled, so it has ceil(N_unlabeled / batch) iterations. Unlabeled cases are loaded without
+their label files. All randomness comes from one ``numpy.random.Generator`` whose state is
+checkpointed, so a resumed run draws the same patches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from dhcbench.datasets.base import DatasetSpec
+from dhcbench.datasets.storage import PreparedDataset
+from dhcbench.methods.base import Batch
+
+Shape3 = tuple[int, int, int]
+
+
+def normalise(volume: np.ndarray, window: tuple[float, float] | None) -> np.ndarray:
+    """Clip to ``window`` then min-max the whole volume to [0, 1] (reference §2.3); float32."""
+    v = np.asarray(volume, dtype=np.float32)
+    if window is not None:
+        v = np.clip(v, window[0], window[1])
+    lo, hi = float(v.min()), float(v.max())
+    if hi <= lo:
+        return np.zeros_like(v)
+    return ((v - lo) / (hi - lo)).astype(np.float32)
+
+
+def pad_to_patch(volume: np.ndarray, patch: Shape3) -> np.ndarray:
+    """Zero-pad axes not larger than the patch by (patch - size) // 2 + 3 per side, as the
+    reference's RandomCrop does, so a crop always fits."""
+    pads = []
+    for size, p in zip(volume.shape, patch, strict=True):
+        w = (p - size) // 2 + 3 if size <= p else 0
+        pads.append((w, w))
+    if not any(w for w, _ in pads):
+        return volume
+    return np.pad(volume, pads, mode="constant")
+
+
+def centre_crop_slices(shape: Sequence[int], patch: Shape3) -> tuple[slice, slice, slice]:
+    """Slices of the centred patch, offsets round((size - patch) / 2) (reference CenterCrop)."""
+    out = []
+    for size, p in zip(shape, patch, strict=True):
+        start = max(0, int(round((size - p) / 2)))
+        out.append(slice(start, start + p))
+    return tuple(out)  # type: ignore[return-value]
+
+
+class PatchSampler:
+    """Labeled + unlabeled patch batches for the semi-supervised training loop.
+
+    Holds the normalised training volumes in memory (labeled: image and label; unlabeled:
+    image only). ``rng`` draws the epoch's shuffles, the crop offsets and the flips.
+    """
+
+    def __init__(
+        self,
+        ds: PreparedDataset,
+        spec: DatasetSpec,
+        labeled: Sequence[str],
+        unlabeled: Sequence[str],
+        *,
+        batch_labeled: int,
+        batch_unlabeled: int,
+        flip: bool,
+        seed: int,
+    ) -> None:
+        self.patch = spec.patch_size
+        self.flip = flip
+        self.batch_labeled = batch_labeled
+        self.batch_unlabeled = batch_unlabeled
+        self.labeled_ids = list(labeled)
+        self.unlabeled_ids = list(unlabeled)
+        self.rng = np.random.default_rng([seed, 2023])
+        window = spec.intensity_window
+        self.images_l = [pad_to_patch(normalise(ds.image(c), window), self.patch)
+                         for c in self.labeled_ids]
+        self.labels_l = [pad_to_patch(np.asarray(ds.label(c)), self.patch)
+                         for c in self.labeled_ids]
+        self.images_u = [pad_to_patch(normalise(ds.image(c), window), self.patch)
+                         for c in self.unlabeled_ids]
+
+    def iterations_per_epoch(self) -> int:
+        n_u = len(self.unlabeled_ids)
+        return min(-(-n_u // self.batch_unlabeled), -(-n_u // self.batch_labeled))
+
+    def plan_epoch(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(labeled indices, unlabeled indices) per iteration of one epoch.
+
+        The labeled dataset is repeated to the unlabeled length (reference §3.3): a
+        permutation of range(N_u) taken modulo N_l.
+        """
+        n_u, n_l = len(self.unlabeled_ids), len(self.labeled_ids)
+        unl = self.rng.permutation(n_u)
+        lab = self.rng.permutation(n_u) % n_l
+        bl, bu = self.batch_labeled, self.batch_unlabeled
+        return [
+            (lab[i * bl:(i + 1) * bl], unl[i * bu:(i + 1) * bu])
+            for i in range(self.iterations_per_epoch())
+        ]
+
+    def _crop(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        shape = arrays[0].shape
+        offsets = [int(self.rng.integers(0, size - p)) if size > p else 0
+                   for size, p in zip(shape, self.patch, strict=True)]
+        sl = tuple(slice(o, o + p) for o, p in zip(offsets, self.patch, strict=True))
+        out = [a[sl] for a in arrays]
+        if self.flip:
+            # Reference RandomFlip_LR / RandomFlip_UD: axis 1 (H) and axis 2 (W), p = 0.5 each.
+            draws = self.rng.random(2)
+            for axis, u in zip((1, 2), draws, strict=True):
+                if u < 0.5:
+                    out = [np.flip(a, axis=axis) for a in out]
+        return [np.ascontiguousarray(a) for a in out]
+
+    def batch(self, lab_idx: np.ndarray, unl_idx: np.ndarray) -> Batch:
+        """Crop the patches of one iteration: ``Batch`` of CPU tensors."""
+        imgs_l, labs_l = [], []
+        for i in lab_idx:
+            img, lab = self._crop([self.images_l[i], self.labels_l[i]])
+            imgs_l.append(img)
+            labs_l.append(lab)
+        imgs_u = [self._crop([self.images_u[i]])[0] for i in unl_idx]
+        return Batch(
+            image_l=torch.from_numpy(np.stack(imgs_l))[:, None],
+            label_l=torch.from_numpy(np.stack(labs_l).astype(np.int64)),
+            image_u=torch.from_numpy(np.stack(imgs_u))[:, None],
+        )
+
+    def get_state(self) -> dict:
+        return self.rng.bit_generator.state
+
+    def set_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state
+
+
+@dataclass(frozen=True)
+class EvalCase:
+    """A normalised volume with its label (and the manifest's geometry)."""
+
+    case_id: str
+    image: np.ndarray  # float32 (D, H, W), normalised
+    label: np.ndarray  # uint8 (D, H, W)
+    spacing: tuple[float, float, float]
+
+
+def load_case(ds: PreparedDataset, spec: DatasetSpec, case_id: str) -> EvalCase:
+    """One whole case, normalised as in training."""
+    return EvalCase(
+        case_id=case_id,
+        image=normalise(ds.image(case_id), spec.intensity_window),
+        label=np.asarray(ds.label(case_id)),
+        spacing=ds.cases[case_id].spacing,
+    )
+
+
+def iter_cases(ds: PreparedDataset, spec: DatasetSpec, ids: Sequence[str]) -> Iterator[EvalCase]:
+    """Cases one at a time (test volumes are never all held in memory)."""
+    for case_id in ids:
+        yield load_case(ds, spec, case_id)
+
+
+def centre_crops(ds: PreparedDataset, spec: DatasetSpec, ids: Sequence[str]
+                 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The in-training validation input: one centred patch per eval case (reference §3.2),
+    as ``((1, C, D, H, W) float, (1, D, H, W) long)`` pairs, preloaded."""
+    out = []
+    for case in iter_cases(ds, spec, ids):
+        img = pad_to_patch(case.image, spec.patch_size)
+        lab = pad_to_patch(case.label, spec.patch_size)
+        sl = centre_crop_slices(img.shape, spec.patch_size)
+        out.append((
+            torch.from_numpy(np.ascontiguousarray(img[sl]))[None, None],
+            torch.from_numpy(np.ascontiguousarray(lab[sl]).astype(np.int64))[None],
+        ))
+    return out

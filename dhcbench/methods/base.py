@@ -1,0 +1,186 @@
+"""What the trainer knows about a method: the :class:`Method` interface and the registry.
+
+The trainer (``dhcbench.benchmark``) never names a method: it builds one optimiser per
+entry of :attr:`Method.networks`, calls :meth:`Method.training_step` with a
+:class:`Batch`, steps the optimisers, calls :meth:`Method.after_optimizer_step`, and uses
+:meth:`Method.predict` for evaluation. Everything a method learns or accumulates (networks,
+weighting-strategy state, EMA teachers) is in :meth:`Method.state_dict`, so a resumed run
+continues exactly.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from dhcbench.errors import UserError
+from dhcbench.registry import Registry
+
+
+@dataclass
+class Batch:
+    """One training step's input: labeled and unlabeled patches (reference §3.3: 2 + 2).
+
+    ``image_l`` (B_l, C, D, H, W) float, ``label_l`` (B_l, D, H, W) long, ``image_u``
+    (B_u, C, D, H, W) float. Unlabeled patches never carry labels.
+    """
+
+    image_l: torch.Tensor
+    label_l: torch.Tensor
+    image_u: torch.Tensor
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch(
+            self.image_l.to(device, non_blocking=True),
+            self.label_l.to(device, non_blocking=True),
+            self.image_u.to(device, non_blocking=True),
+        )
+
+
+@dataclass
+class StepContext:
+    """Schedule values of the current step (set by the trainer)."""
+
+    epoch: int
+    iteration: int  # global iteration count, 0-based
+    unsup_weight: float  # λ_t after ramp-up
+    max_epochs: int
+    lr: float
+
+
+@dataclass
+class StepOutput:
+    """The loss to back-propagate and what to log.
+
+    ``scalars`` are 0-d tensors (``loss_sup``, ``loss_unsup`` …) and ``vectors`` are (K,)
+    tensors (``weight_a``, ``weight_b``), averaged over the epoch by the trainer and read back
+    to the host only when logged.
+    """
+
+    loss: torch.Tensor
+    scalars: dict[str, torch.Tensor] = field(default_factory=dict)
+    vectors: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Method:
+    """Base class of every method. Subclasses set ``self.networks`` in ``__init__``."""
+
+    def __init__(self) -> None:
+        self.networks: nn.ModuleDict = nn.ModuleDict()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def setup(self, labeled_counts: torch.Tensor) -> None:
+        """Called once before training with the labeled ground truth's class counts (K,)."""
+
+    def to(self, device: torch.device) -> Method:
+        self.networks.to(device)
+        return self
+
+    def train(self, mode: bool = True) -> None:
+        self.networks.train(mode)
+
+    def eval(self) -> None:
+        self.train(False)
+
+    # -- steps -----------------------------------------------------------------------------
+    def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
+        raise NotImplementedError
+
+    def after_optimizer_step(self, ctx: StepContext) -> None:
+        """Hook after the optimisers stepped (EMA teachers update here)."""
+
+    def predict(self, image: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, K, D, H, W)`` for ``(B, C, D, H, W)`` in eval mode."""
+        raise NotImplementedError
+
+    def optimized_networks(self) -> dict[str, nn.Module]:
+        """Networks that get an optimiser of their own (teachers are excluded)."""
+        return dict(self.networks.items())
+
+    # -- state -----------------------------------------------------------------------------
+    def extra_state(self) -> dict[str, Any]:
+        """State beyond the networks' parameters (weighting strategies, banks …)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        del state
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"networks": self.networks.state_dict(), "extra": self.extra_state()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.networks.load_state_dict(state["networks"])
+        self.load_extra_state(dict(state.get("extra", {})))
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """A registry entry: how to build a method and what to say about it.
+
+    ``factory(num_classes=, in_channels=, base_filters=, variant=, **kwargs)`` builds the
+    method; ``defaults`` are its keyword arguments' defaults (shown by ``dhcbench methods``)
+    and ``train_overrides`` the run-spec values it changes (for example its own λ).
+    """
+
+    key: str
+    title: str
+    family: str  # general | imbalance | ours | bound
+    paper: str
+    factory: Callable[..., Method]
+    networks: str
+    description: str
+    variants: tuple[str, ...] = ("reference",)
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    train_overrides: Mapping[str, Any] = field(default_factory=dict)
+    search_space: Mapping[str, Any] = field(default_factory=dict)
+
+    def build(
+        self,
+        *,
+        num_classes: int,
+        in_channels: int,
+        base_filters: int,
+        variant: str,
+        kwargs: Mapping[str, Any],
+    ) -> Method:
+        """Instantiate the method, validating the variant and the keyword arguments."""
+        if variant not in self.variants:
+            raise UserError(
+                f"method {self.key!r} has no variant {variant!r}"
+                f" (valid: {', '.join(self.variants)})"
+            )
+        unknown = sorted(set(kwargs) - set(self.defaults))
+        if unknown:
+            raise UserError(
+                f"method {self.key!r} takes no argument {unknown[0]!r}"
+                f" (valid: {', '.join(sorted(self.defaults)) or 'none'})"
+            )
+        args = {**self.defaults, **kwargs}
+        return self.factory(
+            num_classes=num_classes,
+            in_channels=in_channels,
+            base_filters=base_filters,
+            variant=variant,
+            **args,
+        )
+
+
+FAMILIES = ("bound", "general", "imbalance", "ours")
+
+#: Every method by key.
+METHODS: Registry[MethodInfo] = Registry("method")
+
+
+def keyword_defaults(func: Callable[..., Any], skip: tuple[str, ...]) -> dict[str, Any]:
+    """The keyword arguments of ``func`` with their defaults, leaving out ``skip``."""
+    sig = inspect.signature(func)
+    return {
+        name: p.default
+        for name, p in sig.parameters.items()
+        if name not in skip and p.default is not inspect.Parameter.empty
+    }

@@ -1,0 +1,132 @@
+"""Loss primitives of the reference code (reference §6), as pure functions.
+
+Conventions: logits ``(B, K, D, H, W)`` float, labels ``(B, D, H, W)`` long with class axis 1
+and background 0, class weights ``(K,)`` float (background first). Every function takes its
+weights as an argument; none holds state.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def weighted_ce(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Class-weighted cross-entropy, weighted mean over voxels (torch's ``weight=`` semantics).
+
+    Returns ``sum_i w[y_i] * ce_i / sum_i w[y_i]``; a global scaling of ``weight`` cancels (the
+    reference's ×K scaling therefore leaves this term unchanged). When every target voxel
+    has weight 0 (DistDW gives background weight exactly 0, so an all-background batch does
+    this) the reference produces 0/0 = NaN and AMP skips the step; here the term is 0.
+    """
+    if weight is None:
+        return F.cross_entropy(logits.float(), target)
+    total = F.cross_entropy(logits.float(), target, weight=weight.float(), reduction="sum")
+    norm = weight.float()[target].sum()
+    return total / norm.clamp_min(torch.finfo(torch.float32).tiny)
+
+
+def masked_ce(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-voxel CE × optional class weight × optional voxel mask, mean over *all* voxels.
+
+    The reference's ``WeightedCrossEntropyLoss``: the mean is not normalised by the mask sum.
+    ``mask`` is ``(B, D, H, W)`` float or bool.
+    """
+    ce = F.cross_entropy(logits.float(), target, reduction="none")
+    if weight is not None:
+        ce = ce * weight.float()[target]
+    if mask is not None:
+        ce = ce * mask.float()
+    return ce.mean()
+
+
+def soft_dice_per_class(
+    probs: torch.Tensor, onehot: torch.Tensor, smooth: float = 1.0
+) -> torch.Tensor:
+    """Batch soft Dice per class (K,): ``(2tp + s) / (2tp + fp + fn + s + 1e-8)``.
+
+    tp, fp and fn are summed over the batch and all spatial axes (the reference's
+    ``batch_dice=True``). ``probs`` and ``onehot`` are ``(B, K, D, H, W)``.
+    """
+    axes = [0, *range(2, probs.ndim)]
+    probs = probs.float()
+    onehot = onehot.float()
+    tp = (probs * onehot).sum(axes)
+    fp = (probs * (1.0 - onehot)).sum(axes)
+    fn = ((1.0 - probs) * onehot).sum(axes)
+    return (2.0 * tp + smooth) / (2.0 * tp + fp + fn + smooth + 1e-8)
+
+
+def class_argmax(scores: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Index of the largest score along the class axis (first one on ties), long.
+
+    Same result as ``scores.argmax(dim)``; ``torch.max(...).indices`` is several times faster
+    on CPU for a reduction over a non-innermost axis of 5D tensors.
+    """
+    return torch.max(scores, dim).indices
+
+
+def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``(B, D, H, W)`` long -> ``(B, K, D, H, W)`` float one-hot."""
+    return F.one_hot(labels, num_classes).movedim(-1, 1).float()
+
+
+def negative_dice(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    smooth: float = 1.0,
+    include_background: bool = False,
+) -> torch.Tensor:
+    """The reference's training Dice term: ``-mean_k(w_k * DSC_k)``, a *negative* Dice.
+
+    Softmax over ``logits``; foreground classes only unless ``include_background``; the
+    weights multiply the foreground DSCs (``w[1:]``), as the reference implements it. Its
+    range is ``[-max(w), 0]``, so the reference's ×K weight scaling scales this term ×K.
+    """
+    k = logits.shape[1]
+    dsc = soft_dice_per_class(torch.softmax(logits.float(), 1), one_hot(target, k), smooth)
+    if not include_background:
+        dsc = dsc[1:]
+        if weight is not None:
+            dsc = dsc * weight.float()[1:]
+    elif weight is not None:
+        dsc = dsc * weight.float()
+    return -dsc.mean()
+
+
+def ce_plus_dice(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Supervised loss of DHC and the CPS family: weighted CE + weighted negative soft Dice.
+
+    The reference's ``DC_and_CE_loss`` with ``w_ce = w_dc = weight`` (``--sup_loss
+    w_ce+dice``, reference §6, §12 item 1): both terms with factor 1, summed; Dice smooth 1.
+    """
+    return weighted_ce(logits, target, weight) + negative_dice(logits, target, weight)
+
+
+def hard_dice_per_class(
+    logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-8
+) -> torch.Tensor:
+    """Hard (argmax) batch Dice per class (K,), background included.
+
+    What DiffDW measures (reference §7.2 step 1) and the in-training validation uses:
+    one-hot argmax against one-hot labels, smooth 1e-8, so a class empty in both prediction
+    and labels scores 0.5.
+    """
+    k = logits.shape[1]
+    pred = class_argmax(logits).reshape(-1)
+    gt = target.reshape(-1)
+    # Counting instead of one-hot products: same numbers, no (B, K, D, H, W) temporaries.
+    tp = torch.bincount(gt[pred == gt], minlength=k).float()
+    fp = torch.bincount(pred, minlength=k).float() - tp
+    fn = torch.bincount(gt, minlength=k).float() - tp
+    return (2.0 * tp + smooth) / (2.0 * tp + fp + fn + smooth + 1e-8)

@@ -1,0 +1,184 @@
+"""Unit tests of the loss primitives (dhcbench.methods.losses), reference §6.
+
+Every expected number is computed in the test with ``math.exp`` / ``math.log`` on a tiny
+hand-written tensor (two voxels, three classes), following the formulas of reference §6:
+
+- weighted CE = ``sum_i w[y_i] ce_i / sum_i w[y_i]`` (torch's ``weight=`` mean), invariant to a
+  global scaling of ``w``; 0 (not NaN) when every target voxel has weight 0;
+- masked CE = mean over ALL voxels of ``w[y_i] · mask_i · ce_i`` (not divided by the mask sum);
+- soft Dice per class ``(2tp + s) / (2tp + fp + fn + s + 1e-8)`` pooled over batch and space;
+- negative Dice = ``-mean_{k>=1}(w_k DSC_k)`` (background dropped by default), smooth 1;
+- CE + Dice = weighted CE + negative Dice (factor 1 each, summed);
+- hard Dice per class with smooth 1e-8: 0.5 for a class empty in both, ~0 for a missed class.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from dhcbench.methods.losses import (
+    ce_plus_dice,
+    hard_dice_per_class,
+    masked_ce,
+    negative_dice,
+    one_hot,
+    soft_dice_per_class,
+    weighted_ce,
+)
+
+# (B=1, K=3, D=1, H=1, W=2): voxel 0 logits (1.0, 2.0, 0.5), voxel 1 logits (0.2, -1.0, 1.5).
+Z = [[1.0, 2.0, 0.5], [0.2, -1.0, 1.5]]
+Y = [0, 2]
+LOGITS = torch.tensor([[[[[Z[0][k], Z[1][k]]]] for k in range(3)]])
+TARGET = torch.tensor([[[Y]]])
+W = [0.5, 1.0, 2.0]
+
+
+def _ce(z: list[float], y: int) -> float:
+    """-log softmax(z)[y] by hand."""
+    return math.log(sum(math.exp(v) for v in z)) - z[y]
+
+
+def _softmax(z: list[float]) -> list[float]:
+    s = sum(math.exp(v) for v in z)
+    return [math.exp(v) / s for v in z]
+
+
+def _soft_dice_hand(smooth: float = 1.0) -> list[float]:
+    """Soft Dice per class of softmax(LOGITS) against TARGET, by hand."""
+    p = [_softmax(z) for z in Z]
+    out = []
+    for k in range(3):
+        tp = sum(p[i][k] for i in range(2) if Y[i] == k)
+        fp = sum(p[i][k] for i in range(2) if Y[i] != k)
+        fn = sum(1 - p[i][k] for i in range(2) if Y[i] == k)
+        out.append((2 * tp + smooth) / (2 * tp + fp + fn + smooth + 1e-8))
+    return out
+
+
+def test_tensor_layout() -> None:
+    assert LOGITS.shape == (1, 3, 1, 1, 2) and TARGET.shape == (1, 1, 1, 2)
+    assert LOGITS[0, :, 0, 0, 1].tolist() == pytest.approx(Z[1])
+
+
+def test_weighted_ce_is_weighted_mean() -> None:
+    ce0, ce1 = _ce(Z[0], 0), _ce(Z[1], 2)
+    expected = (W[0] * ce0 + W[2] * ce1) / (W[0] + W[2])
+    got = weighted_ce(LOGITS, TARGET, torch.tensor(W))
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    # The plain mean would be different: the weighting matters.
+    assert expected != pytest.approx((ce0 + ce1) / 2, rel=1e-3)
+    # No weight -> plain mean.
+    assert weighted_ce(LOGITS, TARGET).item() == pytest.approx((ce0 + ce1) / 2, rel=1e-6)
+
+
+def test_weighted_ce_invariant_to_global_weight_scale() -> None:
+    base = weighted_ce(LOGITS, TARGET, torch.tensor(W))
+    scaled = weighted_ce(LOGITS, TARGET, 14.0 * torch.tensor(W))
+    assert scaled.item() == pytest.approx(base.item(), rel=1e-6)
+
+
+def test_weighted_ce_all_zero_weight_targets_give_zero() -> None:
+    target = torch.tensor([[[[0, 0]]]])  # both voxels background, background weight 0
+    got = weighted_ce(LOGITS, target, torch.tensor([0.0, 3.0, 14.0]))
+    assert not torch.isnan(got)
+    assert got.item() == 0.0
+
+
+def test_masked_ce_mean_over_all_voxels() -> None:
+    ce0, ce1 = _ce(Z[0], 0), _ce(Z[1], 2)
+    mask = torch.tensor([[[[1.0, 0.0]]]])
+    # Mask keeps voxel 0 only; the mean divides by the 2 voxels, not by the mask sum 1.
+    assert masked_ce(LOGITS, TARGET, mask).item() == pytest.approx(ce0 / 2, rel=1e-6)
+    got = masked_ce(LOGITS, TARGET, mask, torch.tensor(W))
+    assert got.item() == pytest.approx(W[0] * ce0 / 2, rel=1e-6)
+    # Bool mask, weights only, neither.
+    bool_mask = torch.tensor([[[[False, True]]]])
+    assert masked_ce(LOGITS, TARGET, bool_mask, torch.tensor(W)).item() == pytest.approx(
+        W[2] * ce1 / 2, rel=1e-6)
+    assert masked_ce(LOGITS, TARGET, weight=torch.tensor(W)).item() == pytest.approx(
+        (W[0] * ce0 + W[2] * ce1) / 2, rel=1e-6)
+    assert masked_ce(LOGITS, TARGET).item() == pytest.approx((ce0 + ce1) / 2, rel=1e-6)
+
+
+def test_soft_dice_per_class_pooled_over_batch() -> None:
+    # (B=2, K=2, 1, 1, 1): sample 0 probs (0.8, 0.2) label 0; sample 1 probs (0.3, 0.7) label 1.
+    probs = torch.tensor([[0.8, 0.2], [0.3, 0.7]]).reshape(2, 2, 1, 1, 1)
+    onehot = torch.tensor([[1.0, 0.0], [0.0, 1.0]]).reshape(2, 2, 1, 1, 1)
+    # class 0: tp 0.8, fp 0.3, fn 0.2; class 1: tp 0.7, fp 0.2, fn 0.3.
+    for s in (1.0, 0.0, 1e-8):
+        exp0 = (1.6 + s) / (1.6 + 0.3 + 0.2 + s + 1e-8)
+        exp1 = (1.4 + s) / (1.4 + 0.2 + 0.3 + s + 1e-8)
+        got = soft_dice_per_class(probs, onehot, smooth=s)
+        assert got.tolist() == pytest.approx([exp0, exp1], rel=1e-6)
+    # Default smooth is 1: (2.6 / 3.1, 2.4 / 2.9).
+    assert soft_dice_per_class(probs, onehot).tolist() == pytest.approx(
+        [2.6 / 3.1, 2.4 / 2.9], rel=1e-6)
+
+
+def test_one_hot_layout() -> None:
+    oh = one_hot(TARGET, 3)
+    assert oh.shape == (1, 3, 1, 1, 2) and oh.dtype == torch.float32
+    assert oh[0, :, 0, 0, 0].tolist() == [1.0, 0.0, 0.0]
+    assert oh[0, :, 0, 0, 1].tolist() == [0.0, 0.0, 1.0]
+
+
+def test_negative_dice_foreground_only_weighted() -> None:
+    d = _soft_dice_hand(1.0)
+    got = negative_dice(LOGITS, TARGET, torch.tensor(W))
+    assert got.item() == pytest.approx(-(W[1] * d[1] + W[2] * d[2]) / 2, rel=1e-6)
+    # Unweighted, foreground only.
+    assert negative_dice(LOGITS, TARGET).item() == pytest.approx(-(d[1] + d[2]) / 2, rel=1e-6)
+    # Background weight does not matter when the background is dropped.
+    w_bg = torch.tensor([100.0, W[1], W[2]])
+    assert negative_dice(LOGITS, TARGET, w_bg).item() == pytest.approx(got.item(), rel=1e-6)
+    # With the background included, all three classes, each with its own weight.
+    inc = negative_dice(LOGITS, TARGET, torch.tensor(W), include_background=True)
+    assert inc.item() == pytest.approx(-(W[0] * d[0] + W[1] * d[1] + W[2] * d[2]) / 3, rel=1e-6)
+    # ×K scaling of the weights scales the Dice term ×K (it does not cancel, unlike CE).
+    assert negative_dice(LOGITS, TARGET, 3 * torch.tensor(W)).item() == pytest.approx(
+        3 * got.item(), rel=1e-6)
+
+
+def test_ce_plus_dice_is_sum_of_terms() -> None:
+    ce0, ce1 = _ce(Z[0], 0), _ce(Z[1], 2)
+    d = _soft_dice_hand(1.0)
+    expected = (W[0] * ce0 + W[2] * ce1) / (W[0] + W[2]) - (W[1] * d[1] + W[2] * d[2]) / 2
+    assert ce_plus_dice(LOGITS, TARGET, torch.tensor(W)).item() == pytest.approx(expected,
+                                                                                 rel=1e-6)
+    unweighted = (ce0 + ce1) / 2 - (d[1] + d[2]) / 2
+    assert ce_plus_dice(LOGITS, TARGET).item() == pytest.approx(unweighted, rel=1e-6)
+
+
+def test_hard_dice_per_class_hand_case() -> None:
+    # K = 4, 5 voxels: pred (argmax) 0 1 1 0 0 ; GT 0 1 0 3 0.
+    pred = [0, 1, 1, 0, 0]
+    gt = [0, 1, 0, 3, 0]
+    logits = one_hot(torch.tensor([[[pred]]]), 4) * 5.0
+    got = hard_dice_per_class(logits, torch.tensor([[[gt]]]))
+    # class 0: tp 2 (voxels 0, 4), fp 1 (voxel 3), fn 1 (voxel 2) -> 4/6
+    # class 1: tp 1, fp 1, fn 0 -> 2/3; class 2: empty in both -> 1e-8/2e-8 = 0.5;
+    # class 3: missed (fn 1) -> 1e-8 / (1 + 2e-8) ~ 1e-8.
+    assert got.tolist() == pytest.approx([4 / 6, 2 / 3, 0.5, 1e-8], rel=1e-6)
+    assert got[2].item() == 0.5
+    assert got[3].item() < 1e-7
+
+
+def test_hard_dice_per_class_equals_one_hot_computation() -> None:
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 3, 4, 5, generator=g)
+    target = torch.randint(0, 5, (2, 3, 4, 5), generator=g)
+    target[target == 4] = 0  # class 4 never in GT (may still be predicted)
+    pred_oh = torch.nn.functional.one_hot(logits.argmax(1), 5).double()
+    gt_oh = torch.nn.functional.one_hot(target, 5).double()
+    axes = (0, 1, 2, 3)
+    tp = (pred_oh * gt_oh).sum(axes)
+    fp = (pred_oh * (1 - gt_oh)).sum(axes)
+    fn = ((1 - pred_oh) * gt_oh).sum(axes)
+    expected = (2 * tp + 1e-8) / (2 * tp + fp + fn + 1e-8 + 1e-8)
+    got = hard_dice_per_class(logits, target)
+    assert got.shape == (5,)
+    assert got.tolist() == pytest.approx(expected.tolist(), rel=1e-6)

@@ -1,0 +1,102 @@
+"""The embedded phantom: Synapse-like imbalance, variation, determinism, layout and splits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dhcbench.datasets import DATASETS
+from dhcbench.datasets.classes import SYNAPSE_CLASSES
+from dhcbench.datasets.phantom import PhantomConfig, class_proportions, generate_case
+from dhcbench.errors import UserError
+
+IDX = {name: i for i, name in enumerate(SYNAPSE_CLASSES)}
+
+
+@pytest.fixture(scope="module")
+def default_cases() -> list[tuple[np.ndarray, np.ndarray]]:
+    cfg = PhantomConfig()
+    return [generate_case(cfg, i) for i in range(cfg.num_cases)]
+
+
+def test_class_proportions_follow_synapse_imbalance(default_cases) -> None:
+    p = class_proportions([lab for _, lab in default_cases])
+    fg = p[1:]
+    assert p[0] > 0.5  # background is the majority
+    assert np.argmax(fg) + 1 == IDX["liver"]
+    smallest = {int(i) + 1 for i in np.argsort(fg)[:2]}
+    assert smallest == {IDX["right_adrenal_gland"], IDX["left_adrenal_gland"]}
+    assert fg.max() / fg.min() >= 500.0
+    # every organ is present in every case
+    for _, lab in default_cases:
+        assert set(np.unique(lab)) == set(range(14))
+
+
+def test_cases_vary_and_generation_is_deterministic() -> None:
+    cfg = PhantomConfig(volume_size=(20, 40, 40), num_cases=10)
+    a_img, a_lab = generate_case(cfg, 0)
+    b_img, b_lab = generate_case(cfg, 0)
+    c_img, c_lab = generate_case(cfg, 1)
+    assert np.array_equal(a_img, b_img) and np.array_equal(a_lab, b_lab)
+    assert not np.array_equal(a_lab, c_lab)
+    assert a_img.dtype == np.float32 and a_lab.dtype == np.uint8
+    assert a_img.shape == a_lab.shape == (20, 40, 40)
+
+
+def test_no_intensity_threshold_separates_the_organs(default_cases) -> None:
+    """The best intensity interval (between two percentiles of the organ's own intensities,
+    inside the CT window) segments no organ well: location and shape must be learned."""
+    img = np.concatenate([np.clip(i, -75, 275).ravel() for i, _ in default_cases[:10]])
+    lab = np.concatenate([lab.ravel() for _, lab in default_cases[:10]])
+    best = {}
+    for c in range(1, 14):
+        organ = lab == c
+        qs = np.percentile(img[organ], [0, 5, 10, 25, 50, 75, 90, 95, 100])
+        scores = []
+        for a in range(len(qs)):
+            for b in range(a + 1, len(qs)):
+                inside = (img >= qs[a]) & (img <= qs[b])
+                scores.append(2 * np.sum(inside & organ) / (inside.sum() + organ.sum()))
+        best[SYNAPSE_CLASSES[c]] = max(scores)
+    assert best["liver"] < 0.75  # the largest, brightest-textured organ
+    assert max(v for k, v in best.items() if k != "liver") < 0.35, best
+    assert np.mean(list(best.values())) < 0.2
+
+
+def test_stomach_is_hollow(default_cases) -> None:
+    """Wall (second voxel layer, clear of the partial-volume edge) brighter than the lumen."""
+    from scipy import ndimage
+
+    for img, lab in default_cases[:3]:
+        depth = ndimage.distance_transform_cdt(lab == IDX["stomach"], metric="taxicab")
+        assert (depth >= 4).sum() > 0
+        assert img[depth == 2].mean() > img[depth >= 4].mean() + 30.0
+
+
+def test_prepared_layout_and_splits(data_dir: Path) -> None:
+    source = DATASETS.get("phantom")
+    options = {"volume_size": [20, 40, 40], "num_cases": 30}
+    spec = source.spec(options, None)
+    ds = source.open(spec, options, data_dir)
+    again = source.open(spec, options, data_dir)  # cached: read, not regenerated
+    assert again.cases == ds.cases
+    assert (ds.path / "manifest.json").is_file()
+    assert len(ds.splits["train"]) == 20 and len(ds.splits["eval"]) == 4
+    assert len(ds.splits["test"]) == 6
+    assert [len(ds.splits[f"labeled_{r}p"]) for r in (10, 20, 40)] == [2, 4, 8]
+    assert set(ds.splits["labeled_10p"]) <= set(ds.splits["labeled_20p"])
+    case = ds.cases[ds.splits["train"][0]]
+    assert case.shape == (20, 40, 40)
+    assert case.spacing == (12.0, 8.0, 8.0)
+    assert sum(case.class_counts) == 20 * 40 * 40
+    assert len(case.image_sha256) == 64
+
+
+def test_bad_phantom_options() -> None:
+    source = DATASETS.get("phantom")
+    with pytest.raises(UserError, match="unknown phantom option 'size'"):
+        source.spec({"size": 3}, None)
+    with pytest.raises(UserError, match="num_cases"):
+        source.spec({"num_cases": 3}, None)
