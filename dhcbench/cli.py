@@ -26,6 +26,15 @@ console = Console(log_path=False)
 err_console = Console(stderr=True)
 
 
+@app.callback()
+def _quiet_libraries() -> None:
+    """Keep the terminal for dhcbench's own output: MLflow's INFO chatter is dropped."""
+    import logging
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
 def _fail(message: str, code: int = 2) -> None:
     err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
@@ -112,6 +121,7 @@ def table(
     fmt: Annotated[str | None, typer.Option("--format", "-f", help="Print md, latex or csv instead of the terminal table.")] = None,
     out: Annotated[Path, typer.Option(help="Folder for the .md, .tex and .csv files.")] = Path("dhcbench-results"),
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "dhcbench",
+    uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db).")] = None,
 ) -> None:
     """Paper-style table (mean±std over seeds) of the finished runs in MLflow."""
     from dhcbench.reports.cli_table import render_tables
@@ -125,7 +135,8 @@ def table(
             raise UserError(f"--checkpoint {checkpoint!r}: use best or last")
         if fmt is not None and fmt not in ("md", "latex", "csv"):
             raise UserError(f"--format {fmt!r}: use md, latex or csv")
-        render_tables(console, experiment, dataset, ratio, metric, contract, checkpoint, fmt, out)
+        render_tables(console, experiment, dataset, ratio, metric, contract, checkpoint, fmt, out,
+                      uri)
     except UserError as exc:
         _fail(str(exc))
 

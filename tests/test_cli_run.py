@@ -35,7 +35,7 @@ def runs_by_role(workdir: Path) -> tuple[list, list]:
 
 def test_cps_and_dhc_end_to_end_with_table(workdir: Path) -> None:
     for method in ("cps", "dhc"):
-        res = invoke("run", "--method", method, "--seeds", "2", *tiny_args(epochs=1))
+        res = invoke("run", "--method", method, "--seeds", "2", *tiny_args(epochs=2))
         assert res.exit_code == 0, res.output
     parents, children = runs_by_role(workdir)
     assert len(parents) == 2 and len(children) == 4
@@ -58,7 +58,7 @@ def test_cps_and_dhc_end_to_end_with_table(workdir: Path) -> None:
                     "test/dice_mean", "test/asd_mean", "test_last/dice_mean",
                     "test/rigorous/dice_mean"):
             assert key in m, key
-        assert child.data.params["train.epochs"] == "1"
+        assert child.data.params["train.epochs"] == "2"
     # CPS trains unweighted; DHC's DistDW weights (×K scaling) lie in [0, K] and vary.
     cps_child = next(c for c in children if c.data.tags["method"] == "cps")
     dhc_child = next(c for c in children if c.data.tags["method"] == "dhc")
@@ -79,6 +79,11 @@ def test_cps_and_dhc_end_to_end_with_table(workdir: Path) -> None:
         cells = [c.strip() for c in row.split("|")[1:-1]]
         assert cells[1] == "2"
         assert all("±" in c for c in cells[2:])
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    artifacts = {a.path for a in client.list_artifacts(dhc_child.info.run_id, "figures")}
+    assert artifacts == {"figures/weights.png", "figures/test_dice.png"}
+    csvs = {a.path for a in client.list_artifacts(dhc_child.info.run_id, "metrics")}
+    assert csvs == {"metrics/test_cases_best.csv", "metrics/test_cases_last.csv"}
     files = sorted(p.name for p in (workdir / "dhcbench-results").iterdir())
     assert files == ["table_phantom_20p_dhc_dice_best.csv", "table_phantom_20p_dhc_dice_best.md",
                      "table_phantom_20p_dhc_dice_best.tex"]

@@ -285,7 +285,28 @@ def run_seed(
         tracker.log_text(run_id, table.to_csv(index=False), f"metrics/test_cases_{which}.csv")
     if spec.tracking.log_checkpoint and best_path.is_file():
         tracker.log_artifact(run_id, best_path, "checkpoint")
+    log_figures(tracker, run_id, spec, dspec, metrics)
     return metrics
+
+
+def log_figures(tracker: Tracker, run_id: str, spec: RunSpec, dspec: DatasetSpec,
+                metrics: Mapping[str, float]) -> None:
+    """Class-weight trajectories (every ``train/weight_<branch>/<class>`` logged) and the
+    per-class test Dice, as PNG artifacts under ``figures/``."""
+    from dhcbench.reports.figures import class_dice_bars, weight_trajectories
+
+    name = run_name(spec, spec.seed)
+    series: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for key, points in tracker.history(run_id, "train/weight_").items():
+        branch, cls = key[len("train/weight_"):].split("/", 1)
+        series.setdefault(branch, {})[cls] = points
+    if series:
+        fig = weight_trajectories(series, dspec.class_names, f"{name}: class weights")
+        tracker.log_figure(run_id, fig, "figures/weights.png")
+    dice = {k[len("test/dice/"):]: v for k, v in metrics.items() if k.startswith("test/dice/")}
+    if dice:
+        fig = class_dice_bars(dice, dspec.class_names, f"{name}: test Dice (best checkpoint)")
+        tracker.log_figure(run_id, fig, "figures/test_dice.png")
 
 
 # -- the invocation -----------------------------------------------------------------------------

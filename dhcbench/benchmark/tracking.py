@@ -101,6 +101,19 @@ class Tracker:
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         self.client.log_text(run_id, text, artifact_file)
 
+    def log_figure(self, run_id: str, figure: Any, artifact_file: str) -> None:
+        """Log a matplotlib figure (PNG) and close it."""
+        import matplotlib.pyplot as plt
+
+        self.client.log_figure(run_id, figure, artifact_file)
+        plt.close(figure)
+
+    def history(self, run_id: str, prefix: str) -> dict[str, list[tuple[int, float]]]:
+        """``{metric: [(step, value), …]}`` for every metric of the run under ``prefix``."""
+        keys = [k for k in self.client.get_run(run_id).data.metrics if k.startswith(prefix)]
+        return {k: [(m.step, m.value) for m in self.client.get_metric_history(run_id, k)]
+                for k in keys}
+
     # -- queries -------------------------------------------------------------------------------
     def search(self, filter_string: str = "", max_results: int = 50000) -> list[Any]:
         """Runs of this experiment matching an MLflow filter string, newest first."""

@@ -26,12 +26,14 @@ def render_tables(
     checkpoint: str,
     fmt: str | None,
     out: Path,
+    uri: str | None = None,
 ) -> list[Path]:
     """Print one table per (dataset, ratio) and write .md/.tex/.csv files to ``out``."""
-    if not os.environ.get("MLFLOW_TRACKING_URI") and not Path("mlflow.db").is_file():
+    if uri is None and not os.environ.get("MLFLOW_TRACKING_URI") and not Path(
+            "mlflow.db").is_file():
         raise UserError("no MLflow store here (no mlflow.db in this folder and no"
                         " MLFLOW_TRACKING_URI); run `dhcbench run` in this folder first")
-    tracker = open_tracker(None, experiment)
+    tracker = open_tracker(uri, experiment)
     tracker.reap_stale()
     runs = tracker.search(f"tags.`{ROLE}` = 'seed' and attributes.status = 'FINISHED'")
     prefix = "test" if checkpoint == "best" else "test_last"
