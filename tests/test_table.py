@@ -53,3 +53,14 @@ def test_csv_has_numbers_and_missing_cells_dash() -> None:
     out = pd.read_csv(pd.io.common.StringIO(to_csv(table)))
     assert list(out.columns[:5]) == ["method", "family", "n", "Avg. Dice_mean", "Avg. Dice_std"]
     assert out.loc[out.method == "dhc", "Avg. Dice_std"].item() == 1.0  # population std
+
+
+def test_equal_columns_are_not_marked_and_two_rows_mark_only_the_best() -> None:
+    df = records()
+    df = df[df.method != "crest"].copy()
+    df["dice/liver"] = 0.0
+    md = to_markdown(build_table(df, CLASSES, "toy"))
+    dhc = next(line for line in md.splitlines() if line.startswith("| dhc"))
+    cps = next(line for line in md.splitlines() if line.startswith("| cps"))
+    assert "**49.00±1.00**" in dhc and "<u>" not in cps
+    assert dhc.endswith("| 0.0±0.0 |") and cps.endswith("| 0.0±0.0 |")

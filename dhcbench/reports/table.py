@@ -118,6 +118,11 @@ def build_table(
 
 
 def _rank(table: ResultTable) -> None:
+    """Bold the best, underline the second (by the displayed value; ties share a rank).
+
+    A column where every row shows the same value gets no mark, and the second place is
+    marked only when at least three rows compete (with two it would just mark the other).
+    """
     for j, col in enumerate(table.columns):
         shown = []
         for i, row in enumerate(table.rows):
@@ -125,9 +130,12 @@ def _rank(table: ResultTable) -> None:
             if cell.n and not math.isnan(cell.mean):
                 shown.append((round(cell.mean, col.decimals), i))
         distinct = sorted({v for v, _ in shown}, reverse=col.higher_is_better)
+        if len(distinct) < 2:
+            continue
+        last_rank = 2 if len(shown) >= 3 else 1
         for value, i in shown:
             rank = distinct.index(value) + 1
-            if rank <= 2:
+            if rank <= last_rank:
                 cells = table.rows[i][3]
                 cells[j] = Cell(cells[j].mean, cells[j].std, cells[j].n, rank)
 

@@ -1,0 +1,92 @@
+"""Reading NIfTI volumes for the importers, with one-line errors that name the file.
+
+nibabel returns arrays in the file's voxel order (i, j, k); the reference (SimpleITK) works
+in (z, y, x) = (k, j, i). :func:`read_volume` returns the (z, y, x) array, the spacing in
+that order, and the source affine and shape so predictions can be written back onto the
+source grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dhcbench.errors import UserError
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A volume in (z, y, x) order with the geometry of its source file."""
+
+    data: np.ndarray  # (D, H, W)
+    spacing: tuple[float, float, float]  # mm, (z, y, x)
+    affine: np.ndarray  # 4x4, source voxel (i, j, k) -> world
+    source_shape: tuple[int, int, int]  # (i, j, k) as stored in the file
+
+
+def _load(path: Path):  # noqa: ANN202
+    import nibabel as nib
+
+    try:
+        return nib.load(str(path))
+    except FileNotFoundError as exc:
+        raise UserError(f"{path}: file not found") from exc
+    except Exception as exc:  # nibabel raises many types for broken files
+        raise UserError(f"{path}: unreadable NIfTI file ({type(exc).__name__})") from exc
+
+
+def header_shape(path: Path) -> tuple[int, ...]:
+    """The array shape from the header only (cheap pre-check of a whole dataset)."""
+    return tuple(int(s) for s in _load(path).shape)
+
+
+def _as_3d(shape: tuple[int, ...], path: Path) -> None:
+    if len(shape) == 4 and shape[3] == 1:
+        return
+    if len(shape) != 3:
+        raise UserError(f"{path}: expected a 3D volume, got shape {shape}")
+
+
+def read_volume(path: Path, *, label: bool = False, num_classes: int | None = None) -> Volume:
+    """Read an image (float32, finite) or a label map (integers in ``0..num_classes-1``)."""
+    img = _load(path)
+    shape = tuple(int(s) for s in img.shape)
+    _as_3d(shape, path)
+    try:
+        data = np.asanyarray(img.dataobj) if label else img.get_fdata(dtype=np.float32)
+    except Exception as exc:  # truncated gzip streams fail only when the data are read
+        raise UserError(f"{path}: unreadable NIfTI data ({type(exc).__name__})") from exc
+    if data.ndim == 4:
+        data = data[..., 0]
+    if label:
+        if not np.issubdtype(data.dtype, np.integer):
+            if not np.all(np.isfinite(data)) or not np.all(np.mod(data, 1) == 0):
+                raise UserError(f"{path}: label values are not integers")
+        data = np.asarray(data).astype(np.int64)
+        lo, hi = int(data.min()), int(data.max())
+        if num_classes is not None and (lo < 0 or hi >= num_classes):
+            raise UserError(
+                f"{path}: label values {lo}..{hi} outside the class range 0..{num_classes - 1}"
+            )
+        data = data.astype(np.uint8 if (num_classes or 256) <= 256 else np.int32)
+    elif not np.all(np.isfinite(data)):
+        raise UserError(f"{path}: image contains NaN or infinite intensities")
+    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    return Volume(
+        data=np.ascontiguousarray(np.transpose(data, (2, 1, 0))),
+        spacing=(zooms[2], zooms[1], zooms[0]),
+        affine=np.asarray(img.affine, dtype=np.float64),
+        source_shape=shape[:3],  # type: ignore[arg-type]
+    )
+
+
+def write_label_map(path: Path, label_zyx: np.ndarray, affine: np.ndarray) -> None:
+    """Write a (z, y, x) label map back in the source's (i, j, k) order with its affine."""
+    import nibabel as nib
+
+    data = np.ascontiguousarray(np.transpose(label_zyx, (2, 1, 0))).astype(np.uint8)
+    img = nib.Nifti1Image(data, affine)
+    img.set_data_dtype(np.uint8)
+    nib.save(img, str(path))
