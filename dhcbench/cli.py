@@ -35,6 +35,12 @@ def _quiet_libraries() -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
+def parse_dataset(text: str) -> tuple[str, dict]:
+    """``nnunet:<name>`` -> ("nnunet", {"name": <name>}); other names have no options."""
+    name, _, option = text.partition(":")
+    return name, ({"name": option} if option else {})
+
+
 def _fail(message: str, code: int = 2) -> None:
     err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
@@ -77,8 +83,9 @@ def run(
             except ValueError:
                 raise UserError(f"--seed-list {seed_list!r}: expected integers like 0,1,666") from None
         seeds_ = make_seeds(seeds, explicit)
+        dataset, dataset_options = parse_dataset(dataset)
         layers = default_layers(config, set_ or [])
-        cli_layer: dict = {}
+        cli_layer: dict = {"data": {"options": dataset_options}} if dataset_options else {}
         if variant is not None:
             cli_layer.setdefault("method", {})["variant"] = variant
         if epochs is not None:
@@ -167,8 +174,7 @@ def datasets() -> None:
     for col in ("key", "classes", "ratios", "description"):
         t.add_column(col)
     for key, source in DATASETS.items():
-        spec = source.spec({}, None)
-        t.add_row(key, str(spec.num_classes - 1), ", ".join(f"{r:g}" for r in source.ratios),
+        t.add_row(key, source.classes_text, ", ".join(f"{r:g}" for r in source.ratios),
                   source.description)
     console.print(t)
 
@@ -188,7 +194,8 @@ def evaluate(
     try:
         if contract not in ("dhc", "rigorous"):
             raise UserError(f"--contract {contract!r}: use dhc or rigorous")
-        class_names = DATASETS.get(dataset).spec({}, None).class_names
+        name, options = parse_dataset(dataset)
+        class_names = DATASETS.get(name).spec(options, None).class_names
         rows = evaluate_files(pred, gt, class_names)
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -203,6 +210,92 @@ def evaluate(
                       f"{summary.get(pre + '/dice_mean', float('nan')):.2f} %, mean ASD "
                       f"{summary.get(pre + '/asd_mean', float('nan')):.2f} ({contract});"
                       f" rows written to {out}")
+    except UserError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def prepare(
+    layout: Annotated[str, typer.Argument(help="synapse, amos, nnunet or dhc-npy.")],
+    src: Annotated[Path, typer.Option(help="The downloaded dataset folder.")],
+    out: Annotated[Path | None, typer.Option(help="Data root (default $DHCBENCH_DATA or ./dhcbench-data).")] = None,
+    profile: Annotated[str | None, typer.Option(help="dhc2023 (80×160×160, the paper's), dhc2024 (the reference at HEAD) or native. Default: dhc2023, native for nnunet.")] = None,
+    spacing: Annotated[str | None, typer.Option(help="native profile: resample to this voxel size in mm, z,y,x.")] = None,
+    mri_normalization: Annotated[str, typer.Option(help="MRI cases: window (the reference's CT window) or zscore.")] = "window",
+    task: Annotated[str | None, typer.Option(help="dhc-npy only: synapse or amos.")] = None,
+) -> None:
+    """Import a downloaded dataset into the prepared layout (once; runs then load it)."""
+    from dhcbench.benchmark.progress import RichReporter
+    from dhcbench.datasets.base import data_root
+    from dhcbench.datasets.importers import prepare as do_prepare
+
+    try:
+        spacing_mm = None
+        if spacing:
+            try:
+                spacing_mm = tuple(float(v) for v in spacing.split(","))
+            except ValueError:
+                raise UserError(f"--spacing {spacing!r}: expected three numbers z,y,x") from None
+            if len(spacing_mm) != 3 or min(spacing_mm) <= 0:
+                raise UserError(f"--spacing {spacing!r}: expected three positive numbers z,y,x")
+        chosen = profile or ("native" if layout == "nnunet" else "dhc2023")
+        reporter = RichReporter(console)
+        with reporter:
+            ds = do_prepare(layout, src, out or data_root(), chosen, spacing_mm,  # type: ignore[arg-type]
+                            mri_normalization, task, reporter.progress_callback(f"prepare {layout}"))
+        shapes = sorted({rec.shape for rec in ds.cases.values()})
+        console.print(f"prepared {len(ds.cases)} cases of {ds.name} ({ds.num_classes - 1} classes,"
+                      f" profile {ds.profile}) into {ds.path}; shapes {shapes[:3]}"
+                      f"{' …' if len(shapes) > 3 else ''}")
+    except UserError as exc:
+        _fail(str(exc))
+
+
+splits_app = typer.Typer(help="Show and verify split manifests.", no_args_is_help=True)
+app.add_typer(splits_app, name="splits")
+
+
+@splits_app.command("show")
+def splits_show(
+    name: Annotated[str, typer.Argument(help="synapse:dhc2023, synapse:dhc2024, amos:dhc, or a dataset (phantom, nnunet:<name>).")],
+    ratio: Annotated[float | None, typer.Option(help="One labeled ratio (default: all shipped).")] = None,
+    split_seed: Annotated[int, typer.Option(help="0: shipped lists; other: seeded draw.")] = 0,
+    profile: Annotated[str | None, typer.Option(help="Profile of the prepared data to count classes in.")] = None,
+    ids: Annotated[bool, typer.Option("--ids/--no-ids", help="Print every id.")] = True,
+    data: Annotated[Path | None, typer.Option(help="Data root (default $DHCBENCH_DATA or ./dhcbench-data).")] = None,
+) -> None:
+    """Print a split: its lists, SHA-256 and the labeled set's per-class voxel counts."""
+    from dhcbench.datasets.split_report import show
+
+    try:
+        options = {"profile": profile} if profile else {}
+        for view in show(name, ratio, split_seed, options, data):
+            console.print(f"[bold]{view.title}[/bold]  sha256 {view.sha256}")
+            for note in view.notes:
+                console.print(f"  {note}", markup=False)
+            for key, values in view.lists.items():
+                text = " ".join(values) if ids else ""
+                console.print(f"  {key} ({len(values)}): {text}", markup=False, soft_wrap=True)
+            if view.class_counts is not None:
+                counts = ", ".join(f"{k} {v}" for k, v in view.class_counts.items())
+                console.print(f"  labeled voxels per class: {counts}", markup=False,
+                              soft_wrap=True)
+    except UserError as exc:
+        _fail(str(exc))
+
+
+@splits_app.command("verify")
+def splits_verify(
+    name: Annotated[str, typer.Argument(help="A manifest name or a dataset.")],
+    profile: Annotated[str | None, typer.Option(help="Profile of the prepared data to check ids in.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Data root (default $DHCBENCH_DATA or ./dhcbench-data).")] = None,
+) -> None:
+    """Check a split: disjoint lists, labeled inside train, ids present in the data."""
+    from dhcbench.datasets.split_report import verify
+
+    try:
+        for line in verify(name, options={"profile": profile} if profile else {}, root=data):
+            console.print(f"ok: {line}", markup=False, soft_wrap=True)
     except UserError as exc:
         _fail(str(exc))
 

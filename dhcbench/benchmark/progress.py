@@ -50,6 +50,18 @@ class RichReporter(Reporter):
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
 
+    def progress_callback(self, title: str):  # noqa: ANN201
+        """A (done, total) callback drawing its own bar titled ``title``."""
+        task = None
+
+        def update(done: int, total: int) -> None:
+            nonlocal task
+            if task is None:
+                task = self.progress.add_task(title, total=total)
+            self.progress.update(task, completed=done)
+
+        return update
+
     def preparing(self, done: int, total: int) -> None:
         if self._prepare is None:
             self._prepare = self.progress.add_task("generating phantom", total=total)

@@ -135,15 +135,27 @@ def plan_run(
     spec = specs[0]
     info = METHODS.get(spec.method.name)
     source = DATASETS.get(spec.data.name)
-    dspec = source.spec(spec.data.options, spec.data.patch_size)
+    root = data_root(spec.data.root)
+    dspec = source.spec(spec.data.options, spec.data.patch_size, root)
     # Building the method validates its variant and keyword arguments before any run starts.
     info.build(num_classes=dspec.num_classes, in_channels=dspec.channels,
                base_filters=spec.train.base_filters, variant=spec.method.variant,
                kwargs=spec.method.kwargs)
     _check_writable(Path(spec.tracking.out_dir))
-    ds = source.open(dspec, spec.data.options, data_root(spec.data.root), on_prepare)
-    split = resolve_split(ds, spec.data.ratio, spec.data.split_seed)
+    ds = source.open(dspec, spec.data.options, root, on_prepare)
+    split = resolve_split(
+        ds, spec.data.ratio, spec.data.split_seed,
+        manifest=split_manifest_name(spec, source), cover_classes=spec.data.cover_classes,
+        allow_inconsistent=spec.data.allow_inconsistent_split,
+    )
     return RunPlan(tuple(specs), dspec, ds, split, spec_key(spec))
+
+
+def split_manifest_name(spec: RunSpec, source: Any) -> str | None:
+    """``data.split`` resolved: a manifest name, or None for the dataset's own lists."""
+    if spec.data.split == "folder":
+        return None
+    return spec.data.split or source.default_split(spec.data.options)
 
 
 def run_name(spec: RunSpec, seed: int | None = None) -> str:
@@ -168,6 +180,8 @@ def _tags(spec: RunSpec, plan: RunPlan, role: str) -> dict[str, Any]:
         "variant": spec.method.variant,
         "family": METHODS.get(spec.method.name).family,
         "profile": plan.dataset_spec.profile,
+        "classes": ",".join(plan.dataset_spec.class_names),
+        "dataset_name": plan.dataset_spec.name,
         "git_sha": git_sha(),
         "version": __version__,
     }
@@ -177,6 +191,7 @@ def _params(spec: RunSpec, plan: RunPlan) -> dict[str, Any]:
     params = {k: v for k, v in spec.flat().items() if not k.startswith("tracking.")}
     params.update({
         "split.source": plan.split.source,
+        "split.sha256": plan.split.sha256(),
         "split.labeled": ",".join(plan.split.labeled),
         "split.num_labeled": len(plan.split.labeled),
         "split.num_unlabeled": len(plan.split.unlabeled),

@@ -42,14 +42,22 @@ class DataSpec:
     ``patch_size`` None takes the dataset's default; ``flip`` turns on the random H/W flips of
     the reference code at HEAD (off by default: when the published numbers were produced the
     flips were no-ops, reference §12 item 15); ``options`` are dataset-specific (phantom:
-    ``volume_size``, ``num_cases``, ``seed``); ``root`` is the prepared-data cache folder
-    (None: ``$DHCBENCH_DATA`` or ``./dhcbench-data``).
+    ``volume_size``, ``num_cases``, ``seed``; synapse/amos: ``profile``; nnunet: ``name``,
+    ``profile``); ``root`` is the prepared-data cache folder (None: ``$DHCBENCH_DATA`` or
+    ``./dhcbench-data``). ``split`` names a split manifest (``synapse:dhc2023``,
+    ``synapse:dhc2024``, ``amos:dhc``) or ``folder`` (the prepared data's own lists); None is
+    the dataset's default. ``split_seed`` 0 uses the shipped labeled lists, any other value
+    draws them with that seed; ``cover_classes`` redraws until every class is labeled;
+    ``allow_inconsistent_split`` admits the reference's inconsistent AMOS 20 % lists.
     """
 
     name: str = "phantom"
     ratio: float = 0.2
     patch_size: tuple[int, int, int] | None = None
+    split: str | None = None
     split_seed: int = 0
+    cover_classes: bool = False
+    allow_inconsistent_split: bool = False
     flip: bool = False
     options: dict[str, Any] = field(default_factory=dict)
     root: str | None = None

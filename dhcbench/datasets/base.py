@@ -58,14 +58,20 @@ class DatasetSource(Protocol):
     description: str
     reference: str
     ratios: tuple[float, ...]  # the labeled ratios of the paper for this dataset
+    classes_text: str  # how many foreground classes, for listings
 
-    def spec(self, options: Mapping[str, Any], patch_size: tuple[int, int, int] | None
-             ) -> DatasetSpec: ...
+    def spec(self, options: Mapping[str, Any], patch_size: tuple[int, int, int] | None,
+             root: Path | None = None) -> DatasetSpec: ...
 
     def open(self, spec: DatasetSpec, options: Mapping[str, Any], root: Path,
              on_progress: Callable[[int, int], None] | None = None) -> PreparedDataset: ...
 
     def preset(self, ratio: float) -> dict[str, Any]: ...
+
+    def default_split(self, options: Mapping[str, Any]) -> str | None:
+        """The split manifest used when ``data.split`` is not set (None: the dataset's own
+        lists, or the seeded generator)."""
+        ...
 
 
 DATASETS: Registry[DatasetSource] = Registry("dataset")

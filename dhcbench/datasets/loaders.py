@@ -35,6 +35,23 @@ def normalise(volume: np.ndarray, window: tuple[float, float] | None) -> np.ndar
     return ((v - lo) / (hi - lo)).astype(np.float32)
 
 
+def zscore(volume: np.ndarray) -> np.ndarray:
+    """(v - mean) / std of the whole volume, float32 (``--mri-normalization zscore``)."""
+    v = np.asarray(volume, dtype=np.float32)
+    std = float(v.std())
+    return ((v - float(v.mean())) / (std if std > 0 else 1.0)).astype(np.float32)
+
+
+def normalised_image(ds: PreparedDataset, spec: DatasetSpec, case_id: str) -> np.ndarray:
+    """A case's image as the networks see it: MR cases of a dataset prepared with
+    ``mri_normalization=zscore`` are z-scored; everything else is clipped to the window and
+    min-max normalised (the reference applies its CT window to AMOS MRI too, §2.2)."""
+    image = ds.image(case_id)
+    if ds.cases[case_id].modality == "MR" and ds.meta.get("mri_normalization") == "zscore":
+        return zscore(image)
+    return normalise(image, spec.intensity_window)
+
+
 def pad_to_patch(volume: np.ndarray, patch: Shape3) -> np.ndarray:
     """Zero-pad axes not larger than the patch by (patch - size) // 2 + 3 per side, as the
     reference's RandomCrop does, so a crop always fits."""
@@ -82,12 +99,12 @@ class PatchSampler:
         self.labeled_ids = list(labeled)
         self.unlabeled_ids = list(unlabeled)
         self.rng = np.random.default_rng([seed, 2023])
-        window = spec.intensity_window
-        self.images_l = [pad_to_patch(normalise(ds.image(c), window), self.patch)
+        self.images_l = [pad_to_patch(normalised_image(ds, spec, c), self.patch)
                          for c in self.labeled_ids]
         self.labels_l = [pad_to_patch(np.asarray(ds.label(c)), self.patch)
                          for c in self.labeled_ids]
-        self.images_u = [pad_to_patch(normalise(ds.image(c), window), self.patch)
+        # Unlabeled cases: the image only; their label files are never opened.
+        self.images_u = [pad_to_patch(normalised_image(ds, spec, c), self.patch)
                          for c in self.unlabeled_ids]
 
     def iterations_per_epoch(self) -> int:
@@ -158,7 +175,7 @@ def load_case(ds: PreparedDataset, spec: DatasetSpec, case_id: str) -> EvalCase:
     """One whole case, normalised as in training."""
     return EvalCase(
         case_id=case_id,
-        image=normalise(ds.image(case_id), spec.intensity_window),
+        image=normalised_image(ds, spec, case_id),
         label=np.asarray(ds.label(case_id)),
         spacing=ds.cases[case_id].spacing,
     )

@@ -333,8 +333,11 @@ class PhantomSource:
     reference = "dhcbench (synthetic); classes and imbalance after Synapse (Landman et al., 2015)"
     ratios = PHANTOM_RATIOS
 
-    def spec(self, options: Mapping[str, Any], patch_size: tuple[int, int, int] | None
-             ) -> DatasetSpec:
+    classes_text = "13"
+
+    def spec(self, options: Mapping[str, Any], patch_size: tuple[int, int, int] | None,
+             root: Path | None = None) -> DatasetSpec:
+        del root
         cfg = config_from_options(options)
         patch = tuple(patch_size) if patch_size is not None else DEFAULT_PATCH
         return DatasetSpec(
@@ -389,6 +392,11 @@ class PhantomSource:
             if (dest / "manifest.json").is_file():
                 return load_prepared(dest)
             raise
+
+    def default_split(self, options: Mapping[str, Any]) -> None:
+        """The phantom's own lists (written with the data)."""
+        del options
+        return None
 
     def preset(self, ratio: float) -> dict[str, Any]:
         """CPU-sized schedule: 8-filter V-Nets, 30 epochs, evaluation every 5 epochs."""

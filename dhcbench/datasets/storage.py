@@ -47,6 +47,8 @@ class CaseRecord:
     intensity_range: tuple[float, float]
     image_sha256: str
     label_sha256: str
+    modality: str = "CT"  # CT or MR (chooses the intensity normalisation)
+    source_shape: tuple[int, ...] = ()  # (i, j, k) of the source file; () if generated
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -58,6 +60,8 @@ class CaseRecord:
             "intensity_range": list(self.intensity_range),
             "image_sha256": self.image_sha256,
             "label_sha256": self.label_sha256,
+            "modality": self.modality,
+            "source_shape": list(self.source_shape),
         }
 
     @staticmethod
@@ -71,6 +75,8 @@ class CaseRecord:
             intensity_range=tuple(float(v) for v in d["intensity_range"]),  # type: ignore[arg-type]
             image_sha256=str(d["image_sha256"]),
             label_sha256=str(d["label_sha256"]),
+            modality=str(d.get("modality", "CT")),
+            source_shape=tuple(int(v) for v in d.get("source_shape", [])),
         )
 
 
@@ -83,6 +89,8 @@ class PreparedCase:
     label: np.ndarray  # integer (D, H, W)
     spacing: tuple[float, float, float]
     affine: np.ndarray | None = None
+    modality: str = "CT"
+    source_shape: tuple[int, ...] = ()
 
 
 @dataclass
@@ -163,6 +171,11 @@ def write_prepared(
                 raise UserError(f"duplicate case id {case.case_id!r}")
             image = np.ascontiguousarray(case.image, dtype=np.float32)
             label = np.asarray(case.label)
+            if label.shape != image.shape[-3:]:
+                raise UserError(
+                    f"case {case.case_id}: label shape {label.shape} differs from the"
+                    f" image's {image.shape}"
+                )
             if label.min() < 0 or label.max() >= k:
                 raise UserError(
                     f"case {case.case_id}: label values outside 0..{k - 1}"
@@ -183,10 +196,17 @@ def write_prepared(
                 intensity_range=(float(image.min()), float(image.max())),
                 image_sha256=_sha256(img_path),
                 label_sha256=_sha256(lab_path),
+                modality=case.modality,
+                source_shape=tuple(int(v) for v in case.source_shape),
             )
             if on_case is not None:
                 on_case(case.case_id)
+        if not records:
+            raise UserError("no cases to write")
         for split_name, ids in splits.items():
+            if len(set(ids)) != len(ids):
+                dup = sorted(i for i in set(ids) if list(ids).count(i) > 1)[0]
+                raise UserError(f"split {split_name!r} lists {dup} twice")
             unknown = sorted(set(ids) - set(records))
             if unknown:
                 raise UserError(f"split {split_name!r} names ids not in the data: {unknown[:5]}")

@@ -13,6 +13,16 @@ from dhcbench.datasets.splits import ratio_tag
 from dhcbench.errors import UserError
 from dhcbench.reports.table import build_table, seed_records, to_csv, to_latex, to_markdown, to_rich
 
+
+def class_names_of(group: object) -> tuple[str, ...]:
+    """Class names recorded with the runs (tag ``classes``), else the registered dataset's."""
+    tagged = [c for c in group["classes"] if c]  # type: ignore[index]
+    if tagged:
+        return tuple(str(tagged[0]).split(","))
+    registry = str(group["registry"].iloc[0])  # type: ignore[index]
+    return DATASETS.get(registry).spec({}, None).class_names
+
+
 RENDERERS = {"md": (to_markdown, "md"), "latex": (to_latex, "tex"), "csv": (to_csv, "csv")}
 
 
@@ -38,9 +48,8 @@ def render_tables(
     runs = tracker.search(f"tags.`{ROLE}` = 'seed' and attributes.status = 'FINISHED'")
     prefix = "test" if checkpoint == "best" else "test_last"
     records = seed_records(runs, prefix)
-    if dataset is not None:
-        dataset = DATASETS.canonical(dataset)
-        records = records[records.dataset == dataset] if len(records) else records
+    if dataset is not None and len(records):
+        records = records[(records.dataset == dataset) | (records.registry == dataset)]
     if ratio is not None and len(records):
         records = records[(records.ratio - ratio).abs() < 1e-9]
     if records.empty:
@@ -53,7 +62,7 @@ def render_tables(
     except OSError as exc:
         raise UserError(f"{out}: cannot create the output folder ({exc.strerror})") from exc
     for (ds_name, r), group in records.groupby(["dataset", "ratio"]):
-        class_names = DATASETS.get(str(ds_name)).spec({}, None).class_names
+        class_names = class_names_of(group)
         title = (f"{ds_name} {float(r) * 100:g}% labeled — {metric.upper()} per class,"
                  f" contract {contract}, {checkpoint} checkpoint (mean±std over seeds)")
         table = build_table(group, class_names, title, contract, metric)

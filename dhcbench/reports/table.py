@@ -64,14 +64,16 @@ def seed_records(runs: Sequence[object], prefix: str = "test") -> pd.DataFrame:
     seen: set[tuple[str, ...]] = set()
     for run in runs:
         tags = run.data.tags  # type: ignore[attr-defined]
+        dataset = tags.get("dataset_name") or tags.get("dataset", "?")
         key = (tags.get("method", "?"), tags.get("variant", "reference"),
-               tags.get("dataset", "?"), tags.get("ratio", "?"), tags.get("seed", "?"))
+               dataset, tags.get("ratio", "?"), tags.get("seed", "?"))
         if key in seen:
             continue
         seen.add(key)
         label = key[0] if key[1] == "reference" else f"{key[0]} ({key[1]})"
         rec = {"method": label, "family": tags.get("family", "general"),
-               "dataset": key[2], "ratio": float(key[3]), "seed": key[4]}
+               "dataset": key[2], "ratio": float(key[3]), "seed": key[4],
+               "registry": tags.get("dataset", key[2]), "classes": tags.get("classes", "")}
         for metric, value in run.data.metrics.items():  # type: ignore[attr-defined]
             if metric.startswith(prefix + "/"):
                 rec[metric[len(prefix) + 1:]] = value
