@@ -215,6 +215,45 @@ def evaluate(
 
 
 @app.command()
+def bench(
+    methods_: Annotated[str, typer.Option("--methods", help="Comma-separated method keys, or 'paper' (the paper's methods) or 'all'.")] = "paper",
+    dataset: Annotated[str, typer.Option("--dataset", "-d")] = "phantom",
+    ratio: Annotated[float, typer.Option("--ratio", "-r")] = 0.2,
+    steps: Annotated[int, typer.Option(help="Timed steps per method.")] = 5,
+    warmup: Annotated[int, typer.Option(help="Untimed steps first.")] = 2,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Setting overrides, as for run.")] = None,
+) -> None:
+    """Time one training step of each method (median of --steps) on the dataset's patches."""
+    from rich.table import Table
+
+    from dhcbench.benchmark.bench import bench_methods
+    from dhcbench.benchmark.runner import default_layers
+    from dhcbench.methods import METHODS
+
+    paper = ["fully", "labeled-only", "uamt", "urpc", "cps", "ssnet", "dst", "depl", "adsh",
+             "crest", "simis", "basak", "cld", "dhc"]
+    try:
+        if steps < 1 or warmup < 0:
+            raise UserError("--steps must be >= 1 and --warmup >= 0")
+        names = (paper if methods_ == "paper" else list(METHODS) if methods_ == "all"
+                 else [METHODS.canonical(m) for m in methods_.split(",") if m.strip()])
+        layers = default_layers(None, set_ or [])
+        t = Table(title=f"training step on {dataset} (median of {steps})", header_style="bold")
+        for col in ("method", "median s/step", "min s/step", "peak MB"):
+            t.add_column(col, justify="right" if col != "method" else "left")
+
+        def show(r) -> None:  # noqa: ANN001
+            console.print(f"{r.method}: {r.median_s:.3f} s/step (min {r.min_s:.3f}),"
+                          f" peak {r.peak_mb:.0f} MB")
+            t.add_row(r.method, f"{r.median_s:.3f}", f"{r.min_s:.3f}", f"{r.peak_mb:.0f}")
+
+        bench_methods(names, dataset, ratio, layers, steps, warmup, show)
+        console.print(t)
+    except UserError as exc:
+        _fail(str(exc))
+
+
+@app.command()
 def prepare(
     layout: Annotated[str, typer.Argument(help="synapse, amos, nnunet or dhc-npy.")],
     src: Annotated[Path, typer.Option(help="The downloaded dataset folder.")],

@@ -73,8 +73,10 @@ def test_cps_and_dhc_end_to_end_with_table(workdir: Path) -> None:
     header = lines[0].split("|")[1:-1]
     assert [h.strip() for h in header][:4] == ["Method", "n", "Avg. Dice", "Avg. ASD"]
     assert len(header) == 4 + 13
-    rows = {ln.split("|")[1].strip(): ln for ln in lines[1:]}
+    rows = {ln.split("|")[1].strip(): ln for ln in lines[1:] if not ln.startswith("| *")}
     assert set(rows) == {"cps", "dhc"}
+    assert [ln.split("|")[1].strip() for ln in lines if ln.startswith("| *")] == [
+        "*General*", "*Ours*"]
     for row in rows.values():
         cells = [c.strip() for c in row.split("|")[1:-1]]
         assert cells[1] == "2"

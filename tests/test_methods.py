@@ -1,23 +1,27 @@
-"""Every registered method: one training step on a tiny batch gives a finite loss and a
-gradient on every trainable parameter; predict keeps the spatial shape; state round-trips."""
+"""Every registered method (parametrised over the registry, so a new entry is tested for
+free): two training steps on a tiny batch give a finite loss and a gradient on every
+trainable parameter (except documented quirks); predict keeps the spatial shape; the state
+round-trips; EMA teachers move only in ``after_optimizer_step``."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from dhcbench.errors import UserError
 from dhcbench.methods import METHODS
-from dhcbench.methods.base import Batch, StepContext
+from dhcbench.methods.base import Batch, SetupContext, StepContext
 
 K = 14
+CTX = SetupContext(num_unlabeled=16, iterations_per_epoch=2)
 
 
 def tiny_batch(seed: int = 0) -> Batch:
     g = torch.Generator().manual_seed(seed)
     return Batch(
-        image_l=torch.rand(2, 1, 16, 32, 32, generator=g),
-        label_l=torch.randint(0, K, (2, 16, 32, 32), generator=g),
-        image_u=torch.rand(2, 1, 16, 32, 32, generator=g),
+        image_l=torch.rand(2, 1, 16, 16, 32, generator=g),
+        label_l=torch.randint(0, K, (2, 16, 16, 32), generator=g),
+        image_u=torch.rand(2, 1, 16, 16, 32, generator=g),
     )
 
 
@@ -26,24 +30,40 @@ def build(key: str, variant: str = "reference"):
     method = METHODS.get(key).build(num_classes=K, in_channels=1, base_filters=4,
                                     variant=variant, kwargs={})
     counts = torch.tensor([50_000] + [100 * (k + 1) for k in range(K - 1)])
-    method.setup(counts)
+    method.setup(counts, CTX)
     return method
+
+
+def step(method, i: int, batch: Batch | None = None):
+    ctx = StepContext(0, i, 0.1, 10, 0.03)
+    out = method.training_step(batch or tiny_batch(i), ctx)
+    return out, ctx
 
 
 CASES = [(key, v) for key, info in METHODS.items() for v in info.variants]
 
 
 @pytest.mark.parametrize(("key", "variant"), CASES)
-def test_one_step_finite_loss_and_gradients(key: str, variant: str) -> None:
+def test_two_steps_finite_loss_and_gradients(key: str, variant: str) -> None:
     method = build(key, variant)
     method.train()
-    out = method.training_step(tiny_batch(), StepContext(0, 0, 0.1, 10, 0.03))
-    assert torch.isfinite(out.loss)
-    out.loss.backward()
+    params = [p for net in method.optimized_networks().values() for p in net.parameters()]
+    opt = torch.optim.SGD(params, lr=0.01)
+    for i in range(2):
+        opt.zero_grad()
+        out, ctx = step(method, i)
+        assert torch.isfinite(out.loss), f"step {i}"
+        out.loss.backward()
+        opt.step()
+        method.after_optimizer_step(ctx)
     for name, net in method.optimized_networks().items():
         for pname, p in net.named_parameters():
-            assert p.grad is not None, f"{name}.{pname} got no gradient"
-            assert torch.isfinite(p.grad).all(), f"{name}.{pname} non-finite gradient"
+            full = f"{name}.{pname}"
+            if full.startswith(method.frozen_by_design):
+                assert p.grad is None, f"{full} should get no gradient (documented quirk)"
+            elif not full.startswith(method.sometimes_without_gradient):
+                assert p.grad is not None, f"{full} got no gradient"
+                assert torch.isfinite(p.grad).all(), f"{full} non-finite gradient"
     for value in out.scalars.values():
         assert value.ndim == 0 and torch.isfinite(value)
     for value in out.vectors.values():
@@ -56,30 +76,74 @@ def test_predict_shape_and_state_round_trip(key: str) -> None:
     method.train()
     opt = torch.optim.SGD([p for n in method.optimized_networks().values()
                            for p in n.parameters()], lr=0.01)
-    for step in range(2):
-        out = method.training_step(tiny_batch(step), StepContext(0, step, 0.1, 10, 0.03))
+    for i in range(2):
+        out, ctx = step(method, i)
         opt.zero_grad()
         out.loss.backward()
         opt.step()
+        method.after_optimizer_step(ctx)
     method.eval()
-    x = torch.rand(1, 1, 16, 32, 32)
+    x = torch.rand(1, 1, 16, 16, 32)
     logits = method.predict(x)
-    assert logits.shape == (1, K, 16, 32, 32)
+    assert logits.shape == (1, K, 16, 16, 32)
 
     clone = build(key)
     clone.load_state_dict(method.state_dict())
     clone.eval()
     assert torch.equal(clone.predict(x), logits)
-    # The strategies' state came along: the next step weighs classes identically.
+    # Strategy / bank / teacher state came along: the next step is identical.
     method.train()
     clone.train()
     torch.manual_seed(1)
-    a = method.training_step(tiny_batch(5), StepContext(1, 2, 0.1, 10, 0.03))
+    a, _ = step(method, 2, tiny_batch(5))
     torch.manual_seed(1)
-    b = clone.training_step(tiny_batch(5), StepContext(1, 2, 0.1, 10, 0.03))
+    b, _ = step(clone, 2, tiny_batch(5))
+    assert torch.equal(a.loss, b.loss)
     for name in a.vectors:
         assert torch.equal(a.vectors[name], b.vectors[name])
-    assert torch.equal(a.loss, b.loss)
+
+
+@pytest.mark.parametrize("key", [k for k, i in METHODS.items() if "teacher" in i.networks])
+def test_ema_teacher_moves_only_after_the_optimiser_step(key: str) -> None:
+    method = build(key)
+    method.train()
+    teacher = method.networks["teacher"]
+    before = [p.detach().clone() for p in teacher.parameters()]
+    opt = torch.optim.SGD(method.optimized_networks()["student"].parameters(), lr=0.1)
+    out, ctx = step(method, 0)
+    opt.zero_grad()
+    out.loss.backward()
+    opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(before, teacher.parameters(), strict=True))
+    assert "teacher" not in method.optimized_networks()
+    method.after_optimizer_step(StepContext(3, 40, 0.1, 10, 0.03))
+    changed = [not torch.equal(a, b) for a, b in zip(before, teacher.parameters(), strict=True)]
+    assert any(changed)
+    # α = min(1 - 1/(g+1), 0.99): the reference takes g from the epoch (3 -> 0.75).
+    student = dict(method.networks["student"].named_parameters())
+    name, p0 = next(iter(teacher.named_parameters()))
+    expected = 0.75 * before[0] + 0.25 * student[name].detach()
+    assert torch.allclose(p0, expected, atol=1e-6)
+
+
+def test_registry_families_and_pairings() -> None:
+    families = {k: i.family for k, i in METHODS.items()}
+    assert {k for k, f in families.items() if f == "bound"} == {"fully", "labeled-only"}
+    assert families["dhc"] == "ours"
+    assert {"uamt", "urpc", "cps", "ssnet", "dst", "depl"} <= {
+        k for k, f in families.items() if f == "general"}
+    assert {"adsh", "crest", "simis", "basak", "cld"} <= {
+        k for k, f in families.items() if f == "imbalance"}
+    for alias, key in (("diffdw-distdw", "dhc"), ("uniform-uniform", "cps"),
+                       ("acisis", "basak"), ("distdw", "distdw-distdw"),
+                       ("vnet_fully", "fully")):
+        assert METHODS.canonical(alias) == key
+    for key in ("distdw-crest", "distdw-simis", "diffdw-crest", "diffdw-simis",
+                "diffdw-diffdw", "cld-uniform"):
+        assert key in METHODS
+    for _key, info in METHODS.items():
+        assert info.paper and info.networks and info.description and info.search_space
+        assert info.family in ("bound", "general", "imbalance", "ours", "ablation")
 
 
 def test_cps_is_unweighted_and_dhc_pairs_diffdw_with_distdw() -> None:
@@ -87,13 +151,19 @@ def test_cps_is_unweighted_and_dhc_pairs_diffdw_with_distdw() -> None:
     dhc = build("dhc")
     assert [type(s).__name__ for s in cps.strategies.values()] == ["Uniform", "Uniform"]
     assert [type(s).__name__ for s in dhc.strategies.values()] == ["DiffDW", "DistDW"]
-    out = cps.training_step(tiny_batch(), StepContext(0, 0, 0.1, 10, 0.03))
+    out, _ = step(cps, 0)
     assert torch.equal(out.vectors["weight_a"], torch.ones(K))
 
 
 def test_unknown_method_argument_is_rejected() -> None:
-    from dhcbench.errors import UserError
-
     with pytest.raises(UserError, match="takes no argument 'gamma'"):
         METHODS.get("dhc").build(num_classes=K, in_channels=1, base_filters=4,
                                  variant="reference", kwargs={"gamma": 1})
+
+
+def test_cld_refuses_a_class_missing_from_the_labeled_set() -> None:
+    method = METHODS.get("cld").build(num_classes=K, in_channels=1, base_filters=4,
+                                      variant="reference", kwargs={})
+    counts = torch.tensor([50_000] + [100] * (K - 2) + [0])
+    with pytest.raises(UserError, match="absent from the labeled set"):
+        method.setup(counts, CTX)

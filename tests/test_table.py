@@ -27,8 +27,11 @@ GOLDEN_MD = """**toy**
 
 | Method | n | Avg. Dice | Avg. ASD | Sp | Li |
 |:---|--:|--:|--:|--:|--:|
+| *General* | | | | | |
 | cps | 2 | 32.00±2.00 | 41.00±1.00 | 33.0±2.0 | 31.0±2.0 |
+| *Imbalance* | | | | | |
 | crest | 2 | <u>38.00±0.00</u> | <u>21.00±1.00</u> | <u>39.0±0.0</u> | <u>37.0±0.0</u> |
+| *Ours* | | | | | |
 | dhc | 2 | **49.00±1.00** | **11.00±1.00** | **50.0±1.0** | **48.0±1.0** |
 """
 
@@ -43,6 +46,7 @@ def test_latex_marks_best_and_second() -> None:
     assert r"\textbf{49.00$\pm$1.00}" in tex
     assert r"\underline{21.00$\pm$1.00}" in tex
     assert r"\begin{tabular}{lccccc}" in tex and r"\bottomrule" in tex
+    assert r"\multicolumn{6}{l}{\textit{Imbalance}} \\" in tex
 
 
 def test_csv_has_numbers_and_missing_cells_dash() -> None:

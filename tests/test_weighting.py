@@ -520,7 +520,14 @@ def test_state_dict_round_trip(name: str) -> None:
 def test_every_registered_weighting_returns_finite_k_float32(key: str) -> None:
     cls = WEIGHTINGS.get(key)
     s = cls(4)
-    w = s.reset(torch.tensor([40, 10, 5, 0], dtype=torch.int64))
+    counts = torch.tensor([40, 10, 5, 0], dtype=torch.int64)
+    if key == "cld":  # CLD's formula has no epsilon: an absent class is refused, not inf
+        from dhcbench.errors import UserError
+
+        with pytest.raises(UserError, match="absent from the labeled set"):
+            s.reset(counts)
+        counts = torch.tensor([40, 10, 5, 1], dtype=torch.int64)
+    w = s.reset(counts)
     assert w.dtype == torch.float32 and w.shape == (4,) and torch.isfinite(w).all()
     for seed in range(3):
         u = s.update(**_batch(seed))

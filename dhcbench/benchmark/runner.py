@@ -34,7 +34,7 @@ from dhcbench.datasets.splits import Split, ratio_tag, resolve_split
 from dhcbench.datasets.storage import PreparedDataset
 from dhcbench.errors import UserError
 from dhcbench.methods import METHODS
-from dhcbench.methods.base import Method
+from dhcbench.methods.base import Method, SetupContext
 
 
 class RunInterrupted(Exception):
@@ -138,17 +138,32 @@ def plan_run(
     root = data_root(spec.data.root)
     dspec = source.spec(spec.data.options, spec.data.patch_size, root)
     # Building the method validates its variant and keyword arguments before any run starts.
-    info.build(num_classes=dspec.num_classes, in_channels=dspec.channels,
-               base_filters=spec.train.base_filters, variant=spec.method.variant,
-               kwargs=spec.method.kwargs)
+    method = build_method(spec, dspec)
     _check_writable(Path(spec.tracking.out_dir))
     ds = source.open(dspec, spec.data.options, root, on_prepare)
     split = resolve_split(
         ds, spec.data.ratio, spec.data.split_seed,
+        need_unlabeled=info.data_mode == "semi",
         manifest=split_manifest_name(spec, source), cover_classes=spec.data.cover_classes,
         allow_inconsistent=spec.data.allow_inconsistent_split,
     )
-    return RunPlan(tuple(specs), dspec, ds, split, spec_key(spec))
+    plan = RunPlan(tuple(specs), dspec, ds, split, spec_key(spec))
+    # Strategies that need the labeled counts (CLD's weights) fail here, before any run.
+    method.setup(labeled_counts(plan, info.data_mode))
+    return plan
+
+
+def training_ids(plan: RunPlan, data_mode: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(labeled, unlabeled) case ids the sampler uses for a method's data mode."""
+    if data_mode == "all":
+        return plan.split.train, ()
+    return plan.split.labeled, plan.split.unlabeled
+
+
+def labeled_counts(plan: RunPlan, data_mode: str) -> torch.Tensor:
+    """Voxel counts per class (K,) of the labeled ground truth the method trains on."""
+    ids = training_ids(plan, data_mode)[0]
+    return torch.as_tensor(plan.dataset.class_counts(ids), dtype=torch.int64)
 
 
 def split_manifest_name(spec: RunSpec, source: Any) -> str | None:
@@ -249,8 +264,16 @@ def run_seed(
         torch.use_deterministic_algorithms(True, warn_only=True)
     seed_everything(spec.seed)
     method = build_method(spec, dspec)
-    counts = torch.as_tensor(plan.dataset.class_counts(plan.split.labeled), dtype=torch.int64)
-    method.setup(counts)
+    data_mode = METHODS.get(spec.method.name).data_mode
+    labeled, unlabeled = training_ids(plan, data_mode)
+    sampler = PatchSampler(
+        plan.dataset, dspec, labeled, unlabeled,
+        batch_labeled=spec.train.batch_labeled, batch_unlabeled=spec.train.batch_unlabeled,
+        flip=spec.data.flip, seed=spec.seed, mode=data_mode,
+    )
+    method.setup(labeled_counts(plan, data_mode), SetupContext(
+        num_unlabeled=len(plan.split.unlabeled),
+        iterations_per_epoch=spec.train.iters_per_epoch or sampler.iterations_per_epoch()))
     method.to(device)
     if spec.train.channels_last:
         for net in method.networks.values():
@@ -258,11 +281,6 @@ def run_seed(
     if spec.train.compile:
         for net in method.networks.values():
             net.compile()
-    sampler = PatchSampler(
-        plan.dataset, dspec, plan.split.labeled, plan.split.unlabeled,
-        batch_labeled=spec.train.batch_labeled, batch_unlabeled=spec.train.batch_unlabeled,
-        flip=spec.data.flip, seed=spec.seed,
-    )
     ckpt_dir = checkpoint_dir(spec)
     trainer = Trainer(
         spec.train, method, sampler, centre_crops(plan.dataset, dspec, plan.split.eval),

@@ -75,6 +75,21 @@ def _stem(path: Path) -> str:
     return name[: -len(".nii.gz")] if name.endswith(".nii.gz") else path.stem
 
 
+def _add(found: dict[str, Path], cid: str, path: Path) -> None:
+    """Record ``path`` as case ``cid``; a second file for the same id is an error."""
+    if cid in found:
+        other = found[cid]
+        raise UserError(f"{path}: duplicate case id {cid} (also {other.parent.name}/{other.name})")
+    found[cid] = path
+
+
+def _by_id(paths: list[Path]) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for path in paths:
+        _add(found, _stem(path), path)
+    return found
+
+
 def _pair(images: dict[str, Path], labels: dict[str, Path]) -> list[tuple[str, Path, Path]]:
     for cid, path in sorted(images.items()):
         if cid not in labels:
@@ -98,12 +113,12 @@ def discover_synapse(src: Path) -> RawDataset:
         m = re.fullmatch(r"img(\w+)", _stem(path))
         if not m:
             raise UserError(f"{path}: expected an image named imgXXXX.nii.gz")
-        images[m.group(1)] = path
+        _add(images, m.group(1), path)
     for path in _nii_files(src / lab_dir):
         m = re.fullmatch(r"label(\w+)", _stem(path))
         if not m:
             raise UserError(f"{path}: expected a label named labelXXXX.nii.gz")
-        labels[m.group(1)] = path
+        _add(labels, m.group(1), path)
     cases = tuple(RawCase(cid, (img,), lab) for cid, img, lab in _pair(images, labels))
     return RawDataset("synapse", SYNAPSE_CLASSES, cases)
 
@@ -154,13 +169,16 @@ def discover_amos(src: Path) -> RawDataset:
     if len(names) != len(AMOS_CLASSES):
         raise UserError(f"{ds_json}: {len(names)} labels, AMOS has {len(AMOS_CLASSES)}")
     pairs: list[tuple[str, Path, Path]] = []
+    seen: dict[str, Path] = {}
     for img_dir, lab_dir in (("imagesTr", "labelsTr"), ("imagesVa", "labelsVa")):
         if (src / img_dir).is_dir() or (src / lab_dir).is_dir():
             if not (src / img_dir).is_dir() or not (src / lab_dir).is_dir():
                 raise UserError(f"{src}: {img_dir}/ and {lab_dir}/ must come together")
-            images = {_stem(p): p for p in _nii_files(src / img_dir)}
-            labels = {_stem(p): p for p in _nii_files(src / lab_dir)}
-            pairs += _pair(images, labels)
+            images = _by_id(_nii_files(src / img_dir))
+            labels = _by_id(_nii_files(src / lab_dir))
+            for cid, img, lab in _pair(images, labels):
+                _add(seen, cid, img)  # the same id in imagesTr and imagesVa
+                pairs.append((cid, img, lab))
     if not pairs:
         raise UserError(f"{src}: no imagesTr/labelsTr (or imagesVa/labelsVa) cases")
     for entry in data.get("training", []) + data.get("validation", []):
@@ -191,7 +209,7 @@ def discover_nnunet(src: Path) -> RawDataset:
     for folder in ("imagesTr", "labelsTr"):
         if not (src / folder).is_dir():
             raise UserError(f"{src / folder}: missing")
-    labels = {_stem(p): p for p in _nii_files(src / "labelsTr")}
+    labels = _by_id(_nii_files(src / "labelsTr"))
     images: dict[str, Path] = {}
     channel_files: dict[str, list[Path]] = {}
     for path in _nii_files(src / "imagesTr"):
@@ -338,6 +356,13 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "dataset"
 
 
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: unreadable .npy file ({exc})") from exc
+
+
 def prepare_dhc_npy(src: Path, out_root: Path, task: str | None,
                     on_progress: Callable[[int, int], None] | None = None) -> PreparedDataset:
     """The reference's preprocessed ``npy/`` + ``splits/`` layout, taken as it is."""
@@ -370,11 +395,8 @@ def prepare_dhc_npy(src: Path, out_root: Path, task: str | None,
 
     def cases() -> Iterator[PreparedCase]:
         for cid, img_path, lab_path in pairs:
-            try:
-                image = np.load(img_path).astype(np.float32)
-                label = np.load(lab_path)
-            except (OSError, ValueError) as exc:
-                raise UserError(f"{img_path.parent}: cannot read case {cid} ({exc})") from exc
+            image = _load_npy(img_path).astype(np.float32)
+            label = _load_npy(lab_path)
             if image.ndim != 3:
                 raise UserError(f"{img_path}: expected a 3D array, got shape {image.shape}")
             if not np.all(np.isfinite(image)):

@@ -45,18 +45,27 @@ def zscore(volume: np.ndarray) -> np.ndarray:
 def normalised_image(ds: PreparedDataset, spec: DatasetSpec, case_id: str) -> np.ndarray:
     """A case's image as the networks see it: MR cases of a dataset prepared with
     ``mri_normalization=zscore`` are z-scored; everything else is clipped to the window and
-    min-max normalised (the reference applies its CT window to AMOS MRI too, §2.2)."""
+    min-max normalised (the reference applies its CT window to AMOS MRI too, §2.2).
+    Multi-channel images (C, D, H, W) are normalised per channel: channels named CT by the
+    dataset description as above, every other channel z-scored (nnU-Net's convention)."""
     image = ds.image(case_id)
+    if image.ndim == 4:
+        names = ds.meta.get("channel_names", {})
+        return np.stack([
+            normalise(image[c], spec.intensity_window)
+            if str(names.get(str(c), "CT")).upper() == "CT" else zscore(image[c])
+            for c in range(image.shape[0])
+        ])
     if ds.cases[case_id].modality == "MR" and ds.meta.get("mri_normalization") == "zscore":
         return zscore(image)
     return normalise(image, spec.intensity_window)
 
 
 def pad_to_patch(volume: np.ndarray, patch: Shape3) -> np.ndarray:
-    """Zero-pad axes not larger than the patch by (patch - size) // 2 + 3 per side, as the
-    reference's RandomCrop does, so a crop always fits."""
-    pads = []
-    for size, p in zip(volume.shape, patch, strict=True):
+    """Zero-pad spatial axes (the last three) not larger than the patch by
+    (patch - size) // 2 + 3 per side, as the reference's RandomCrop does, so a crop fits."""
+    pads = [(0, 0)] * (volume.ndim - 3)
+    for size, p in zip(volume.shape[-3:], patch, strict=True):
         w = (p - size) // 2 + 3 if size <= p else 0
         pads.append((w, w))
     if not any(w for w, _ in pads):
@@ -78,6 +87,11 @@ class PatchSampler:
 
     Holds the normalised training volumes in memory (labeled: image and label; unlabeled:
     image only). ``rng`` draws the epoch's shuffles, the crop offsets and the flips.
+
+    ``mode``: ``semi`` (labeled + unlabeled batches), ``labeled`` (the same schedule, but
+    the unlabeled images are neither loaded nor batched: a supervised lower bound) or ``all``
+    (every case in ``labeled`` once per epoch in batches of ``batch_labeled``, the reference's
+    fully supervised loader).
     """
 
     def __init__(
@@ -91,7 +105,11 @@ class PatchSampler:
         batch_unlabeled: int,
         flip: bool,
         seed: int,
+        mode: str = "semi",
     ) -> None:
+        if mode not in ("semi", "labeled", "all"):
+            raise ValueError(f"unknown sampler mode {mode!r}")
+        self.mode = mode
         self.patch = spec.patch_size
         self.flip = flip
         self.batch_labeled = batch_labeled
@@ -105,9 +123,11 @@ class PatchSampler:
                          for c in self.labeled_ids]
         # Unlabeled cases: the image only; their label files are never opened.
         self.images_u = [pad_to_patch(normalised_image(ds, spec, c), self.patch)
-                         for c in self.unlabeled_ids]
+                         for c in self.unlabeled_ids] if mode == "semi" else []
 
     def iterations_per_epoch(self) -> int:
+        if self.mode == "all":
+            return -(-len(self.labeled_ids) // self.batch_labeled)
         n_u = len(self.unlabeled_ids)
         return min(-(-n_u // self.batch_unlabeled), -(-n_u // self.batch_labeled))
 
@@ -118,6 +138,11 @@ class PatchSampler:
         permutation of range(N_u) taken modulo N_l.
         """
         n_u, n_l = len(self.unlabeled_ids), len(self.labeled_ids)
+        if self.mode == "all":
+            order = self.rng.permutation(n_l)
+            b = self.batch_labeled
+            return [(order[i * b:(i + 1) * b], order[:0])
+                    for i in range(self.iterations_per_epoch())]
         unl = self.rng.permutation(n_u)
         lab = self.rng.permutation(n_u) % n_l
         bl, bu = self.batch_labeled, self.batch_unlabeled
@@ -127,18 +152,26 @@ class PatchSampler:
         ]
 
     def _crop(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        shape = arrays[0].shape
+        """The same random patch of every array (spatial axes last; images may carry a
+        leading channel axis)."""
+        shape = arrays[0].shape[-3:]
         offsets = [int(self.rng.integers(0, size - p)) if size > p else 0
                    for size, p in zip(shape, self.patch, strict=True)]
         sl = tuple(slice(o, o + p) for o, p in zip(offsets, self.patch, strict=True))
-        out = [a[sl] for a in arrays]
+        out = [a[(Ellipsis, *sl)] for a in arrays]
         if self.flip:
-            # Reference RandomFlip_LR / RandomFlip_UD: axis 1 (H) and axis 2 (W), p = 0.5 each.
+            # Reference RandomFlip_LR / RandomFlip_UD: axis H and axis W, p = 0.5 each.
             draws = self.rng.random(2)
-            for axis, u in zip((1, 2), draws, strict=True):
+            for axis, u in zip((-2, -1), draws, strict=True):
                 if u < 0.5:
                     out = [np.flip(a, axis=axis) for a in out]
         return [np.ascontiguousarray(a) for a in out]
+
+    @staticmethod
+    def _stack(images: list[np.ndarray]) -> torch.Tensor:
+        """(B, C, D, H, W) from single-channel (D, H, W) or multi-channel (C, D, H, W)."""
+        batch = torch.from_numpy(np.stack(images))
+        return batch[:, None] if batch.ndim == 4 else batch
 
     def batch(self, lab_idx: np.ndarray, unl_idx: np.ndarray) -> Batch:
         """Crop the patches of one iteration: ``Batch`` of CPU tensors."""
@@ -147,11 +180,16 @@ class PatchSampler:
             img, lab = self._crop([self.images_l[i], self.labels_l[i]])
             imgs_l.append(img)
             labs_l.append(lab)
-        imgs_u = [self._crop([self.images_u[i]])[0] for i in unl_idx]
+        image_l = self._stack(imgs_l)
+        if self.mode == "semi":
+            imgs_u = [self._crop([self.images_u[i]])[0] for i in unl_idx]
+            image_u = self._stack(imgs_u)
+        else:
+            image_u = image_l[:0]
         return Batch(
-            image_l=torch.from_numpy(np.stack(imgs_l))[:, None],
+            image_l=image_l,
             label_l=torch.from_numpy(np.stack(labs_l).astype(np.int64)),
-            image_u=torch.from_numpy(np.stack(imgs_u))[:, None],
+            image_u=image_u,
         )
 
     def get_state(self) -> dict:
@@ -166,7 +204,7 @@ class EvalCase:
     """A normalised volume with its label (and the manifest's geometry)."""
 
     case_id: str
-    image: np.ndarray  # float32 (D, H, W), normalised
+    image: np.ndarray  # float32 (D, H, W) or (C, D, H, W), normalised
     label: np.ndarray  # uint8 (D, H, W)
     spacing: tuple[float, float, float]
 
@@ -195,9 +233,10 @@ def centre_crops(ds: PreparedDataset, spec: DatasetSpec, ids: Sequence[str]
     for case in iter_cases(ds, spec, ids):
         img = pad_to_patch(case.image, spec.patch_size)
         lab = pad_to_patch(case.label, spec.patch_size)
-        sl = centre_crop_slices(img.shape, spec.patch_size)
+        sl = centre_crop_slices(lab.shape, spec.patch_size)
+        patch = torch.from_numpy(np.ascontiguousarray(img[(Ellipsis, *sl)]))
         out.append((
-            torch.from_numpy(np.ascontiguousarray(img[sl]))[None, None],
+            patch[None, None] if patch.ndim == 3 else patch[None],
             torch.from_numpy(np.ascontiguousarray(lab[sl]).astype(np.int64))[None],
         ))
     return out

@@ -139,7 +139,7 @@ class NnunetSource:
              root: Path | None = None) -> DatasetSpec:
         ds = self._prepared(options, root)
         if patch_size is None:
-            smallest = [min(rec.shape[a] for rec in ds.cases.values()) for a in range(3)]
+            smallest = [min(rec.shape[-3:][a] for rec in ds.cases.values()) for a in range(3)]
             patch_size = tuple(max(16, min(p, s // 16 * 16))  # type: ignore[assignment]
                                for p, s in zip(REFERENCE_PATCH, smallest, strict=True))
         window = ds.meta.get("intensity_window")

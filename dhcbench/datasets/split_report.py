@@ -55,7 +55,8 @@ def show(name: str, ratio: float | None, split_seed: int = 0,
                 lists = _manifest_lists(manifest, r)
                 views.append(SplitView(_title(name, r), manifest.sha256(), lists, None, notes))
             return views
-        for r in ratios:
+        # A manifest without labeled lists (synapse:dhc2024): the dataset's ratios, drawn.
+        for r in ratios or list(DATASETS.get(dataset).ratios):
             split = resolve_split(ds, r, split_seed, manifest=name)
             views.append(_view(name, r, split, ds, [manifest.note]))
         return views
@@ -124,7 +125,8 @@ def verify(name: str, ratio: float | None = None, options: Mapping[str, Any] | N
         done.append(f"{name}: {tag} refused — {why}")
     ds = _try_open(name.split(":")[0], dict(options or {}), root)
     if ds is not None:
-        for tag in m.labeled:
+        dataset = name.split(":")[0]
+        for tag in m.labeled or [ratio_tag(r) for r in DATASETS.get(dataset).ratios]:
             split = resolve_split(ds, float(tag[:-1]) / 100, manifest=name)
             done.append(f"{name} {tag}: ids present in {ds.path.name}, guards pass"
                         f" (split sha256 {split.sha256()[:16]})")

@@ -159,8 +159,15 @@ def write_prepared(
     if dest.exists():
         raise UserError(f"{dest}: already exists; remove it or choose another output folder")
     tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"
+    # Folders above ``dest`` that this call creates are removed again on failure, so a
+    # failed preparation leaves the output folder as it was (absent if it was absent).
+    created = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]
     try:
-        tmp.mkdir(parents=True)
+        try:
+            tmp.mkdir(parents=True)
+        except OSError as exc:
+            raise UserError(f"{dest.parent}: output folder cannot be written"
+                            f" ({exc.strerror})") from exc
         (tmp / "images").mkdir()
         (tmp / "labels").mkdir()
         (tmp / "splits").mkdir()
@@ -224,6 +231,11 @@ def write_prepared(
         os.replace(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for folder in created:  # deepest first; only if still empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
         raise
     return load_prepared(dest)
 

@@ -42,6 +42,14 @@ class Batch:
         )
 
 
+@dataclass(frozen=True)
+class SetupContext:
+    """What a method may need to know about the run before training starts."""
+
+    num_unlabeled: int = 0
+    iterations_per_epoch: int = 1
+
+
 @dataclass
 class StepContext:
     """Schedule values of the current step (set by the trainer)."""
@@ -68,13 +76,22 @@ class StepOutput:
 
 
 class Method:
-    """Base class of every method. Subclasses set ``self.networks`` in ``__init__``."""
+    """Base class of every method. Subclasses set ``self.networks`` in ``__init__``.
+
+    ``frozen_by_design`` lists parameter-name prefixes (``<network>.<parameter>``) that never
+    receive a gradient in this variant (a documented quirk of the reference, e.g. DST's pseudo
+    head); ``sometimes_without_gradient`` those whose gradient depends on the batch (SS-Net's
+    per-class selectors get one only when their class has memory and features).
+    """
+
+    frozen_by_design: tuple[str, ...] = ()
+    sometimes_without_gradient: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.networks: nn.ModuleDict = nn.ModuleDict()
 
     # -- lifecycle -------------------------------------------------------------------------
-    def setup(self, labeled_counts: torch.Tensor) -> None:
+    def setup(self, labeled_counts: torch.Tensor, context: SetupContext | None = None) -> None:
         """Called once before training with the labeled ground truth's class counts (K,)."""
 
     def to(self, device: torch.device) -> Method:
@@ -135,6 +152,8 @@ class MethodInfo:
     networks: str
     description: str
     variants: tuple[str, ...] = ("reference",)
+    data_mode: str = "semi"  # semi | labeled (labeled cases only) | all (every training case)
+    reference_lambda: str = "0.1"  # λ of the reference script's code default, for the record
     defaults: Mapping[str, Any] = field(default_factory=dict)
     train_overrides: Mapping[str, Any] = field(default_factory=dict)
     search_space: Mapping[str, Any] = field(default_factory=dict)
@@ -170,7 +189,7 @@ class MethodInfo:
         )
 
 
-FAMILIES = ("bound", "general", "imbalance", "ours")
+FAMILIES = ("bound", "general", "imbalance", "ours", "ablation")
 
 #: Every method by key.
 METHODS: Registry[MethodInfo] = Registry("method")

@@ -1,11 +1,12 @@
-"""The shared co-training step and the methods that are registrations of it (CPS, DHC).
+"""The shared co-training step and the methods that are registrations of it.
 
 Two branches A and B (two V-Nets) see the same input: the labeled patches followed by the
 unlabeled ones (reference §7, no perturbation). Each branch has a class-weighting strategy
-whose weights enter both its supervised loss and its unsupervised loss; in the ``cross``
-topology each branch learns the other's hard pseudo-labels on all samples (cross pseudo
-supervision, Chen et al., CVPR 2021). CPS is this step with uniform weights; DHC (Wang & Li,
-MICCAI 2023) pairs DiffDW on A with DistDW on B.
+whose weights enter its supervised loss and its unsupervised loss; a pseudo-labeler turns
+each branch's predictions into the other's targets (cross pseudo supervision, Chen et al.,
+CVPR 2021). CPS is this step with uniform weights; DHC (Wang & Li, MICCAI 2023) pairs DiffDW
+on A with DistDW on B; CReST, SimiS, DePL, Adsh, CLD and every ``<A>-<B>`` ablation pairing
+are registrations of a few lines (reference §8).
 """
 
 from __future__ import annotations
@@ -15,9 +16,18 @@ from typing import Any
 
 import torch
 
-from dhcbench.methods.base import METHODS, Batch, Method, MethodInfo, StepContext, StepOutput
-from dhcbench.methods.losses import ce_plus_dice, class_argmax, negative_dice, weighted_ce
+from dhcbench.methods.base import (
+    METHODS,
+    Batch,
+    Method,
+    MethodInfo,
+    SetupContext,
+    StepContext,
+    StepOutput,
+)
+from dhcbench.methods.losses import ce_plus_dice, weighted_ce
 from dhcbench.methods.networks import INITIALISERS, VNet
+from dhcbench.methods.pseudo import PSEUDO_LABELERS, PseudoLabeler
 from dhcbench.methods.weighting import WEIGHTINGS, WeightingStrategy
 
 SUP_LOSSES = ("w_ce+dice", "wce")
@@ -43,25 +53,14 @@ def supervised_loss(name: str, logits: torch.Tensor, labels: torch.Tensor,
     return weighted_ce(logits, labels, weight)
 
 
-def unsupervised_loss(name: str, logits: torch.Tensor, pseudo: torch.Tensor,
-                      weight: torch.Tensor) -> torch.Tensor:
-    """``wce``: weighted CE on hard pseudo-labels (reference §7 step 5); ``ce+dice``: the
-    paper's Eq. 2, (weighted CE + weighted Dice) / 2, with the reference's negative soft Dice
-    (1 - Dice up to a constant, so the same gradients)."""
-    if name == "wce":
-        return weighted_ce(logits, pseudo, weight)
-    return 0.5 * (weighted_ce(logits, pseudo, weight) + negative_dice(logits, pseudo, weight))
-
-
 class CoTraining(Method):
     """Two V-Nets trained together with cross pseudo-supervision and per-branch weights.
 
     Per step (reference §7): z^A = A(x), z^B = B(x) for x = labeled ⊕ unlabeled; weights
     W^A, W^B from each branch's strategy (before the losses, without gradient);
-    ``L = sup(z^A_l, y; W^A) + sup(z^B_l, y; W^B)
-    + λ_t [unsup(z^A, argmax z^B; W^A) + unsup(z^B, argmax z^A; W^B)]``,
-    the unsupervised terms over all samples. Prediction averages the two branches' logits
-    (reference §10).
+    ``L = sup(z^A_l, y; W^A) + sup(z^B_l, y; W^B) + λ_t · unsup``, where the pseudo-labeler
+    computes ``unsup`` over all samples (for CPS/DHC: ``unsup(z^A, argmax z^B; W^A) +
+    unsup(z^B, argmax z^A; W^B)``). Prediction averages the two branches' logits (§10).
     """
 
     def __init__(
@@ -75,12 +74,14 @@ class CoTraining(Method):
         branch_b: Branch,
         sup_loss: str = "w_ce+dice",
         unsup_loss: str = "auto",
+        pseudo: str = "hard",
+        pseudo_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if sup_loss not in SUP_LOSSES:
             raise ValueError(f"sup_loss must be one of {SUP_LOSSES}, got {sup_loss!r}")
         if unsup_loss == "auto":
-            unsup_loss = "wce" if variant == "reference" else "ce+dice"
+            unsup_loss = "ce+dice" if variant == "paper" else "wce"
         if unsup_loss not in UNSUP_LOSSES:
             raise ValueError(f"unsup_loss must be one of {UNSUP_LOSSES}, got {unsup_loss!r}")
         self.num_classes = num_classes
@@ -94,15 +95,19 @@ class CoTraining(Method):
             cls = WEIGHTINGS.get(branch.weighting)
             self.strategies[key] = cls(num_classes, variant=variant,
                                        **dict(branch.weighting_kwargs))
+        self.pseudo: PseudoLabeler = PSEUDO_LABELERS.get(pseudo)(
+            num_classes, variant=variant, **(pseudo_kwargs or {}))
 
-    def setup(self, labeled_counts: torch.Tensor) -> None:
+    def setup(self, labeled_counts: torch.Tensor, context: SetupContext | None = None) -> None:
         for strategy in self.strategies.values():
             strategy.reset(labeled_counts)
+        self.pseudo.setup(labeled_counts, context or SetupContext())
 
     def to(self, device: torch.device) -> CoTraining:
         super().to(device)
         for strategy in self.strategies.values():
             strategy.to(device)
+        self.pseudo.to(device)
         return self
 
     def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
@@ -111,21 +116,16 @@ class CoTraining(Method):
         y = batch.label_l
         logits = {key: net(x) for key, net in self.networks.items()}
         with torch.no_grad():
-            pseudo = {key: class_argmax(z) for key, z in logits.items()}
             weights = {
                 key: self.strategies[key].update(
                     logits_l=z[:n_l].detach(), labels_l=y, logits_u=z[n_l:].detach()
                 )
                 for key, z in logits.items()
             }
-        other = {"a": "b", "b": "a"}
         sup = sum(
             supervised_loss(self.sup_loss, z[:n_l], y, weights[k]) for k, z in logits.items()
         )
-        unsup = sum(
-            unsupervised_loss(self.unsup_loss, z, pseudo[other[k]], weights[k])
-            for k, z in logits.items()
-        )
+        unsup = self.pseudo.loss(logits, n_l, y, weights, self.unsup_loss)
         loss = sup + ctx.unsup_weight * unsup
         return StepOutput(
             loss=loss,
@@ -138,35 +138,28 @@ class CoTraining(Method):
         return (self.networks["a"](image) + self.networks["b"](image)) / 2.0
 
     def extra_state(self) -> dict[str, Any]:
-        return {key: s.state_dict() for key, s in self.strategies.items()}
+        return {"strategies": {key: s.state_dict() for key, s in self.strategies.items()},
+                "pseudo": self.pseudo.state_dict()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         for key, s in self.strategies.items():
-            if key in state:
-                s.load_state_dict(state[key])
+            s.load_state_dict(state["strategies"][key])
+        self.pseudo.load_state_dict(state.get("pseudo", {}))
+        self.pseudo.to(next(self.networks.parameters()).device)
 
 
-def make_cps(
-    *,
-    num_classes: int,
-    in_channels: int,
-    base_filters: int,
-    variant: str,
-    sup_loss: str = "w_ce+dice",
-    unsup_loss: str = "auto",
-) -> CoTraining:
-    """CPS (Chen et al., CVPR 2021) as in the DHC code (reference §8.1): unweighted CE + Dice
-    per branch, cross CE on hard pseudo-labels, A Kaiming- and B Xavier-initialised."""
-    return CoTraining(
-        num_classes=num_classes,
-        in_channels=in_channels,
-        base_filters=base_filters,
-        variant=variant,
-        branch_a=Branch("uniform", "kaiming"),
-        branch_b=Branch("uniform", "xavier"),
-        sup_loss=sup_loss,
-        unsup_loss=unsup_loss,
-    )
+def _cotraining(branch_a: Branch, branch_b: Branch, pseudo: str = "hard",
+                pseudo_kwargs: dict[str, Any] | None = None):  # noqa: ANN202
+    """A factory for METHODS: fixed branches, the usual keyword arguments."""
+
+    def factory(*, num_classes: int, in_channels: int, base_filters: int, variant: str,
+                sup_loss: str = "w_ce+dice", unsup_loss: str = "auto") -> CoTraining:
+        return CoTraining(num_classes=num_classes, in_channels=in_channels,
+                          base_filters=base_filters, variant=variant, branch_a=branch_a,
+                          branch_b=branch_b, sup_loss=sup_loss, unsup_loss=unsup_loss,
+                          pseudo=pseudo, pseudo_kwargs=pseudo_kwargs)
+
+    return factory
 
 
 def make_dhc(
@@ -195,54 +188,121 @@ def make_dhc(
     )
 
 
+LOSS_DEFAULTS = {"sup_loss": "w_ce+dice", "unsup_loss": "auto"}
+LR_LAMBDA_SPACE = {"lr": ("log_float", 1e-3, 1e-1), "lambda": ("log_float", 1e-2, 1.0)}
 _LOSS_NOTE = (
-    " variant='paper' switches the unsupervised loss to the paper's (CE + Dice) / 2;"
-    " sup_loss='wce' gives the paper's CE-only supervised loss."
+    " variant='paper' switches the unsupervised loss to the DHC paper's (CE + Dice) / 2;"
+    " sup_loss='wce' gives its CE-only supervised loss."
+)
+_KX = "2 V-Nets (Kaiming / Xavier)"
+
+
+def _register(key: str, title: str, family: str, paper: str, factory: Any, networks: str,
+              description: str, *, variants: tuple[str, ...] = ("reference", "paper"),
+              defaults: dict[str, Any] | None = None, aliases: tuple[str, ...] = (),
+              reference_lambda: str = "0.1", space: dict[str, Any] | None = None) -> None:
+    METHODS.add(key, MethodInfo(
+        key=key, title=title, family=family, paper=paper, factory=factory, networks=networks,
+        description=description, variants=variants, reference_lambda=reference_lambda,
+        defaults=dict(LOSS_DEFAULTS if defaults is None else defaults),
+        search_space={**LR_LAMBDA_SPACE, **(space or {})},
+    ), aliases=aliases)
+
+
+_register(
+    "cps", "CPS", "general",
+    "Chen et al., Semi-supervised semantic segmentation with cross pseudo supervision, CVPR 2021",
+    _cotraining(Branch("uniform", "kaiming"), Branch("uniform", "xavier")), _KX,
+    "Cross pseudo supervision: each V-Net learns the other's argmax; unweighted CE + Dice"
+    " supervision (reference §8.1)." + _LOSS_NOTE,
+    aliases=("uniform-uniform",), reference_lambda="1 (train_cps.py default; scripts pass -w)",
+)
+_register(
+    "dhc", "DHC", "ours",
+    "Wang & Li, DHC: Dual-debiased Heterogeneous Co-training Framework for Class-imbalanced"
+    " Semi-supervised Medical Image Segmentation, MICCAI 2023",
+    make_dhc, "2 V-Nets (Kaiming / Kaiming)",
+    "DiffDW-weighted branch A and DistDW-weighted branch B with cross pseudo supervision"
+    " (reference code's losses, EMAs and ×K scaling by default). variant='paper' uses the"
+    " paper's Eq. 3-5 (windowed sums over τ, no Δ factor, no ×K) and its (CE + Dice) / 2"
+    " unsupervised loss.",
+    defaults={"beta": 0.99, "alpha": 0.2, "tau": 50, **LOSS_DEFAULTS},
+    aliases=("diffdw-distdw",), reference_lambda="1 (train_dhc.py default; README passes 0.1)",
+    space={"beta": ("float", 0.9, 0.999), "alpha": ("float", 0.05, 1.0),
+           "tau": ("int", 10, 200)},
+)
+_register(
+    "crest", "CReST", "imbalance",
+    "Wei et al., CReST: A class-rebalancing self-training framework for imbalanced"
+    " semi-supervised learning, CVPR 2021",
+    _cotraining(Branch("crest", "kaiming"), Branch("crest", "xavier")), _KX,
+    "CPS with CReST class-rebalancing weights per branch from its own unlabeled argmax"
+    " (EMA 0.99), in the supervised and unsupervised losses (reference §8.8).",
+    variants=("reference",), reference_lambda="0.1 (train_crest.py default)",
+    aliases=("crest-crest",),
+)
+_register(
+    "simis", "SimiS", "imbalance",
+    "Chen et al., SimiS: Simple Imbalanced Semi-supervised learning (distribution weights), 2022",
+    _cotraining(Branch("simis", "kaiming"), Branch("simis", "xavier")), _KX,
+    "CPS with SimiS distribution weights per branch from its own argmax over the whole batch"
+    " (EMA 0.99) (reference §8.9).",
+    variants=("reference",), reference_lambda="0.1 (train_simis.py default)",
+    aliases=("simis-simis",),
+)
+_register(
+    "depl", "DePL", "general",
+    "Wang et al., Debiased learning from naturally imbalanced pseudo-labels, CVPR 2022",
+    _cotraining(Branch("uniform", "kaiming"), Branch("uniform", "xavier"), "depl"), _KX,
+    "CPS whose pseudo-labels are debiased by per-voxel class priors (τ 1, confidence 0.9)."
+    " The reference computes DePL's adaptive margin but never uses it; variant='fixed'"
+    " applies it, as the DePL paper (reference §8.6, §12 item 24).",
+    variants=("reference", "fixed"), reference_lambda="1 (train_depl.py default)",
+)
+_register(
+    "adsh", "Adsh", "imbalance",
+    "Guo & Li, Class-imbalanced semi-supervised learning with adaptive thresholding,"
+    " ICML 2022",
+    _cotraining(Branch("uniform", "kaiming"), Branch("uniform", "xavier"), "adsh"), _KX,
+    "CPS with adaptive per-class thresholds from a (bounded, histogram) score bank. The"
+    " reference multiplies the learner's logits by the other branch's threshold mask;"
+    " variant='fixed' masks samples instead, as the Adsh paper (reference §8.7).",
+    variants=("reference", "fixed"), reference_lambda="0.1 (train_adsh.py default)",
+)
+_register(
+    "cld", "CLD", "imbalance",
+    "Lin et al., Calibrating label distribution for class-imbalanced barely-supervised"
+    " knee segmentation, MICCAI 2022",
+    _cotraining(Branch("cld", "kaiming"), Branch("cld", "xavier"), "cld"), _KX,
+    "CPS with fixed (N_max/N_k)^(1/3) class weights and confidence-based per-class sampling"
+    " of the pseudo-labelled voxels (reference §8.11).",
+    variants=("reference",), reference_lambda="1 (train_cld.py default)",
 )
 
-METHODS.add(
-    "cps",
-    MethodInfo(
-        key="cps",
-        title="CPS",
-        family="general",
-        paper="Chen et al., Semi-supervised semantic segmentation with cross pseudo "
-        "supervision, CVPR 2021",
-        factory=make_cps,
-        networks="2 V-Nets (Kaiming / Xavier)",
-        description="Cross pseudo supervision: each V-Net learns the other's argmax; "
-        "unweighted CE + Dice supervision." + _LOSS_NOTE,
-        variants=("reference", "paper"),
-        defaults={"sup_loss": "w_ce+dice", "unsup_loss": "auto"},
-        search_space={
-            "lr": ("log_float", 1e-3, 1e-1),
-            "lambda": ("log_float", 1e-2, 1.0),
-        },
-    ),
-)
-METHODS.add(
-    "dhc",
-    MethodInfo(
-        key="dhc",
-        title="DHC",
-        family="ours",
-        paper="Wang & Li, DHC: Dual-debiased Heterogeneous Co-training Framework for "
-        "Class-imbalanced Semi-supervised Medical Image Segmentation, MICCAI 2023",
-        factory=make_dhc,
-        networks="2 V-Nets (Kaiming / Kaiming)",
-        description="DiffDW-weighted branch A and DistDW-weighted branch B with cross "
-        "pseudo supervision (reference code's losses, EMAs and ×K scaling by default)."
-        " variant='paper' uses the paper's Eq. 3-5 (windowed sums over τ, no Δ factor, no ×K)"
-        " and its (CE + Dice) / 2 unsupervised loss.",
-        variants=("reference", "paper"),
-        defaults={"beta": 0.99, "alpha": 0.2, "tau": 50, "sup_loss": "w_ce+dice",
-                  "unsup_loss": "auto"},
-        search_space={
-            "beta": ("float", 0.9, 0.999),
-            "alpha": ("float", 0.05, 1.0),
-            "tau": ("int", 10, 200),
-            "lr": ("log_float", 1e-3, 1e-1),
-            "lambda": ("log_float", 1e-2, 1.0),
-        },
-    ),
-)
+# -- ablation pairings: any two weightings on the two branches (paper Table 3) ---------------
+
+PAIRING_WEIGHTINGS = ("uniform", "distdw", "diffdw", "crest", "simis", "cld")
+PAIRING_TITLES = {"uniform": "Org", "distdw": "DistDW", "diffdw": "DiffDW", "crest": "CReST",
+                  "simis": "SimiS", "cld": "CLD"}
+
+
+def _register_pairings() -> None:
+    for a in PAIRING_WEIGHTINGS:
+        for b in PAIRING_WEIGHTINGS:
+            key = f"{a}-{b}"
+            if key in METHODS:  # cps, dhc, crest and simis are pairings already
+                continue
+            same_dw = a == b and a in ("distdw", "diffdw")
+            _register(
+                key, f"{PAIRING_TITLES[a]}-{PAIRING_TITLES[b]}",
+                "ours" if same_dw else "ablation",
+                "Wang & Li, MICCAI 2023, Table 3 (ablation of the branch weightings)",
+                _cotraining(Branch(a, "kaiming"), Branch(b, "xavier")), _KX,
+                f"Co-training with {PAIRING_TITLES[a]} weights on branch A and"
+                f" {PAIRING_TITLES[b]} on branch B, each in its branch's supervised and"
+                " unsupervised losses." + _LOSS_NOTE,
+                aliases=(a,) if same_dw else (),
+            )
+
+
+_register_pairings()

@@ -79,6 +79,8 @@ class WeightingStrategy:
     state_names: tuple[str, ...] = ("weights",)
 
     def __init__(self, num_classes: int, variant: str = "reference") -> None:
+        if variant == "fixed":  # methods' "fixed" variant: the strategies as in the code
+            variant = "reference"
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         if num_classes < 2:
@@ -308,6 +310,34 @@ class SimiS(WeightingStrategy):
         return self.current()
 
 
+class CLDWeights(WeightingStrategy):
+    """CLD's fixed class weights (Lin et al., MICCAI 2022; reference §8.11): ``(max N / N_k)
+    ** (1/3)`` from the labeled ground truth, background included, no epsilon, no ×K. A class
+    absent from the labeled set would get an infinite weight: that is refused with an error
+    (draw the labeled cases with ``data.cover_classes=true``)."""
+
+    def __init__(self, num_classes: int, power: float = 1.0 / 3.0, variant: str = "reference"
+                 ) -> None:
+        super().__init__(num_classes, variant)
+        self.power = power
+
+    def reset(self, labeled_counts: torch.Tensor) -> torch.Tensor:
+        n = labeled_counts.double()
+        if bool((n == 0).any()):
+            from dhcbench.errors import UserError
+
+            missing = [int(i) for i in torch.nonzero(n == 0).flatten()]
+            raise UserError(
+                f"CLD weights: class(es) {missing} are absent from the labeled set, which gives"
+                " an infinite weight; use data.cover_classes=true or another ratio"
+            )
+        self.weights = (n.max() / n) ** self.power
+        return self.current()
+
+    def update(self, logits_l=None, labels_l=None, logits_u=None) -> torch.Tensor:  # noqa: ANN001
+        return self.current()
+
+
 #: Weighting strategies by key; pairings such as ``diffdw-distdw`` combine two of them.
 WEIGHTINGS: Registry[type[WeightingStrategy]] = Registry("weighting")
 WEIGHTINGS.add("uniform", Uniform)
@@ -315,6 +345,7 @@ WEIGHTINGS.add("distdw", DistDW)
 WEIGHTINGS.add("diffdw", DiffDW)
 WEIGHTINGS.add("crest", CReST)
 WEIGHTINGS.add("simis", SimiS)
+WEIGHTINGS.add("cld", CLDWeights)
 
 __all__ = [
     "WEIGHTINGS",

@@ -18,7 +18,20 @@ import pandas as pd
 
 from dhcbench.datasets.classes import abbreviation
 
-FAMILY_ORDER = {"bound": 0, "general": 1, "imbalance": 2, "ours": 3}
+FAMILY_ORDER = {"bound": 0, "general": 1, "imbalance": 2, "ours": 3, "ablation": 4}
+FAMILY_TITLES = {"bound": "Bounds", "general": "General", "imbalance": "Imbalance",
+                 "ours": "Ours", "ablation": "Ablation"}
+
+
+def _sections(table: ResultTable):  # noqa: ANN202
+    """Rows with a group title before each family's first row (when several families)."""
+    grouped = len({row[1] for row in table.rows}) > 1
+    previous = None
+    for row in table.rows:
+        if grouped and row[1] != previous:
+            yield FAMILY_TITLES.get(row[1], row[1].title()), None
+            previous = row[1]
+        yield None, row
 
 
 @dataclass(frozen=True)
@@ -150,7 +163,11 @@ def to_markdown(table: ResultTable) -> str:
     head = ["Method", "n"] + [c.header for c in table.columns]
     lines = [f"**{table.title}**", "", "| " + " | ".join(head) + " |",
              "|" + "|".join([":---", "--:"] + ["--:"] * len(table.columns)) + "|"]
-    for label, _family, n, cells in table.rows:
+    for title, row in _sections(table):
+        if row is None:
+            lines.append(f"| *{title}* |" + " |" * (len(table.columns) + 1))
+            continue
+        label, _family, n, cells = row
         texts = []
         for col, cell in zip(table.columns, cells, strict=True):
             t = cell.text(col.decimals)
@@ -180,7 +197,11 @@ def to_latex(table: ResultTable) -> str:
         + r" \\",
         r"\midrule",
     ]
-    for label, _family, n, cells in table.rows:
+    for title, row in _sections(table):
+        if row is None:
+            lines.append(rf"\multicolumn{{{ncols}}}{{l}}{{\textit{{{title}}}}} \\")
+            continue
+        label, _family, n, cells = row
         texts = []
         for col, cell in zip(table.columns, cells, strict=True):
             t = cell.text(col.decimals).replace("±", r"$\pm$").replace("–", "--")
@@ -214,7 +235,11 @@ def to_rich(table: ResultTable) -> object:
     out.add_column("n", justify="right", no_wrap=True)
     for col in table.columns:
         out.add_column(col.header, justify="right", no_wrap=True, min_width=col.decimals + 3)
-    for label, _family, n, cells in table.rows:
+    for title, row in _sections(table):
+        if row is None:
+            out.add_row(f"[italic]{title}[/italic]", *([""] * (len(table.columns) + 1)))
+            continue
+        label, _family, n, cells = row
         texts = []
         for col, cell in zip(table.columns, cells, strict=True):
             t = cell.text(col.decimals).replace("±", "\n±")
