@@ -125,7 +125,10 @@ def table(
     metric: Annotated[str, typer.Option(help="Per-class columns: dice or asd.")] = "dice",
     contract: Annotated[str, typer.Option(help="dhc (the reference's metric semantics) or rigorous.")] = "dhc",
     checkpoint: Annotated[str, typer.Option(help="best (best-on-eval, the paper's protocol) or last.")] = "best",
-    fmt: Annotated[str | None, typer.Option("--format", "-f", help="Print md, latex or csv instead of the terminal table.")] = None,
+    fmt: Annotated[str | None, typer.Option("--format", "-f", help="Print md, latex, html or csv instead of the terminal table.")] = None,
+    with_paper: Annotated[bool, typer.Option("--with-paper", help="Add the published row and the difference under each method.")] = False,
+    baseline: Annotated[str | None, typer.Option(help="Paired Wilcoxon test and bootstrap CI of every method against this one.")] = None,
+    tail_k: Annotated[int, typer.Option("--tail-k", help="Tail column: mean Dice of the k classes with the fewest labeled voxels (0: none).")] = 4,
     out: Annotated[Path, typer.Option(help="Folder for the .md, .tex and .csv files.")] = Path("dhcbench-results"),
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "dhcbench",
     uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db).")] = None,
@@ -140,25 +143,50 @@ def table(
             raise UserError(f"--contract {contract!r}: use dhc or rigorous")
         if checkpoint not in ("best", "last"):
             raise UserError(f"--checkpoint {checkpoint!r}: use best or last")
-        if fmt is not None and fmt not in ("md", "latex", "csv"):
-            raise UserError(f"--format {fmt!r}: use md, latex or csv")
+        if fmt is not None and fmt not in ("md", "latex", "csv", "html"):
+            raise UserError(f"--format {fmt!r}: use md, latex, html or csv")
+        if tail_k < 0:
+            raise UserError(f"--tail-k {tail_k}: must be >= 0")
+        if baseline is not None:
+            from dhcbench.methods import METHODS
+
+            baseline = METHODS.canonical(baseline)
         render_tables(console, experiment, dataset, ratio, metric, contract, checkpoint, fmt, out,
-                      uri)
+                      uri, with_paper, baseline, tail_k)
     except UserError as exc:
         _fail(str(exc))
 
 
 @app.command()
-def methods() -> None:
-    """List the registered methods with their family and paper."""
+def methods(
+    details: Annotated[bool, typer.Option("--details", help="Describe every method: variants, defaults, λ, search space.")] = False,
+) -> None:
+    """List the registered methods with their family, networks and paper."""
     from rich.table import Table
 
     from dhcbench.methods import METHODS
+    from dhcbench.reports.table import FAMILY_ORDER
 
+    ordered = sorted(METHODS.items(), key=lambda kv: (FAMILY_ORDER.get(kv[1].family, 9), kv[0]))
+    if details:
+        for key, info in ordered:
+            aliases = METHODS.aliases_of(key)
+            console.print(f"[bold]{key}[/bold] — {info.title} ({info.family})"
+                          f"{'  aliases: ' + ', '.join(aliases) if aliases else ''}")
+            for label, value in (
+                ("paper", info.paper), ("networks", info.networks),
+                ("what", info.description), ("variants", ", ".join(info.variants)),
+                ("data", info.data_mode), ("defaults", dict(info.defaults) or "none"),
+                ("run-spec overrides", dict(info.train_overrides) or "none"),
+                ("λ in the reference code", info.reference_lambda + ("" if info.reference_lambda == "not used" else "; dhcbench default 0.1")),
+                ("search space", dict(info.search_space)),
+            ):
+                console.print(f"  {label}: {value}", markup=False, soft_wrap=True)
+        return
     t = Table(title="methods", header_style="bold")
     for col in ("key", "family", "networks", "variants", "paper"):
         t.add_column(col)
-    for key, info in sorted(METHODS.items(), key=lambda kv: (kv[1].family, kv[0])):
+    for key, info in ordered:
         t.add_row(key, info.family, info.networks, ", ".join(info.variants), info.paper)
     console.print(t)
 
@@ -210,6 +238,145 @@ def evaluate(
                       f"{summary.get(pre + '/dice_mean', float('nan')):.2f} %, mean ASD "
                       f"{summary.get(pre + '/asd_mean', float('nan')):.2f} ({contract});"
                       f" rows written to {out}")
+    except UserError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def plot(
+    kind: Annotated[str, typer.Argument(help="weights, classes, slices or curves.")],
+    run: Annotated[list[str], typer.Option("--run", help="MLflow seed-run id (repeat for several runs).")],
+    out: Annotated[Path, typer.Option(help="Folder for the PNG and PDF files.")] = Path("dhcbench-results/figures"),
+    case: Annotated[str | None, typer.Option(help="slices: the test case (default: the first).")] = None,
+    slices: Annotated[int, typer.Option(help="slices: how many axial slices.")] = 3,
+    experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "dhcbench",
+    uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db).")] = None,
+) -> None:
+    """Figures of finished runs: class-weight trajectories, per-class Dice against class
+    frequency, qualitative slices of several methods, and training curves."""
+    from dhcbench.benchmark.tracking import open_tracker
+    from dhcbench.reports.cli_plot import plot as make_plot
+
+    try:
+        if slices < 1:
+            raise UserError(f"--slices {slices}: must be >= 1")
+        if uri is None and not os.environ.get("MLFLOW_TRACKING_URI") and not Path("mlflow.db").is_file():
+            raise UserError("no MLflow store here (no mlflow.db and no MLFLOW_TRACKING_URI)")
+        tracker = open_tracker(uri, experiment)
+        paths = make_plot(tracker, kind, run, out, case, slices)
+        console.print("written: " + ", ".join(str(p) for p in paths))
+    except UserError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def predict(
+    run: Annotated[str, typer.Option(help="MLflow seed-run id whose best checkpoint segments the images.")],
+    images: Annotated[Path, typer.Option(help="A NIfTI image or a folder of them (nnU-Net: <case>_0000.nii.gz …).")],
+    out: Annotated[Path, typer.Option(help="Folder for <case>.nii.gz label maps on the source grid.")],
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda …")] = "auto",
+    experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "dhcbench",
+    uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
+) -> None:
+    """Label maps for new images, resampled back to their grid with the source affine."""
+    from dhcbench.benchmark.progress import RichReporter
+    from dhcbench.benchmark.tracking import open_tracker
+    from dhcbench.reports.predict import predict_images
+
+    try:
+        if uri is None and not os.environ.get("MLFLOW_TRACKING_URI") and not Path("mlflow.db").is_file():
+            raise UserError("no MLflow store here (no mlflow.db and no MLFLOW_TRACKING_URI)")
+        tracker = open_tracker(uri, experiment)
+        reporter = RichReporter(console)
+        with reporter:
+            paths = predict_images(tracker, run, images, out, device,
+                                   reporter.progress_callback("predict"))
+        console.print(f"{len(paths)} label map(s) written to {out}")
+    except UserError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def tune(
+    method: Annotated[str, typer.Option("--method", "-m")] = "dhc",
+    dataset: Annotated[str, typer.Option("--dataset", "-d")] = "phantom",
+    ratio: Annotated[float, typer.Option("--ratio", "-r")] = 0.2,
+    trials: Annotated[int, typer.Option(help="Trials to run in this process (added to the study).")] = 20,
+    params: Annotated[str | None, typer.Option(help="Comma-separated subset of the method's space, e.g. beta,alpha,tau,lr,lambda.")] = None,
+    storage: Annotated[str | None, typer.Option(help="Optuna storage URL (default sqlite:///optuna.db; postgresql://… to share a study).")] = None,
+    study: Annotated[str | None, typer.Option(help="Study name (default <method>-<dataset>-<ratio>).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Shortcut for --set train.epochs=N.")] = None,
+    seed: Annotated[int, typer.Option(help="Training seed of every trial and the TPE sampler's seed.")] = 0,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML file of setting overrides.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override one setting (repeatable).")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for the best-parameters YAML.")] = Path("."),
+    experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "dhcbench-tune",
+) -> None:
+    """Optuna study (TPE, median pruning) of a method's hyper-parameters on the eval split."""
+    from dhcbench.benchmark.progress import RichReporter
+    from dhcbench.benchmark.runner import default_layers
+    from dhcbench.benchmark.tracking import open_tracker
+    from dhcbench.benchmark.tuning import tune as run_tune
+
+    try:
+        name, options = parse_dataset(dataset)
+        layers = default_layers(config, set_ or [])
+        cli_layer: dict = {"data": {"options": options}} if options else {}
+        if epochs is not None:
+            cli_layer["train"] = {"epochs": epochs}
+        layers.append(cli_layer)
+        tracker = open_tracker(None, experiment)
+        reporter = RichReporter(console)
+        with reporter:
+            result = run_tune(method, name, ratio, trials, tracker, layers,
+                              [p.strip() for p in params.split(",")] if params else None,
+                              storage, study, seed, out, reporter)
+        console.print(f"study {result.study}: {result.trials} trial(s); best eval Dice"
+                      f" {result.best_value:.2f} % with {result.best_params};"
+                      f" written {result.config_path} (use: dhcbench run --config"
+                      f" {result.config_path} …)")
+    except UserError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def sweep(
+    suite: Annotated[str, typer.Argument(help="A suite TOML file or a shipped suite name (phantom, synapse-20p, …).")],
+    executor: Annotated[str, typer.Option(help="local (here, one run after another) or slurm (a submitit job array).")] = "local",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and its counts; run nothing.")] = False,
+    partition: Annotated[str | None, typer.Option(help="slurm: partition.")] = None,
+    time: Annotated[int, typer.Option(help="slurm: time limit per task, minutes.")] = 24 * 60,
+    max_parallel: Annotated[int, typer.Option(help="slurm: array tasks running at once.")] = 8,
+    cpus_per_task: Annotated[int, typer.Option(help="slurm: CPU cores per task.")] = 8,
+    logs: Annotated[Path, typer.Option(help="slurm: folder for submitit's logs and pickles.")] = Path("dhcbench-runs/submitit"),
+) -> None:
+    """Run a whole suite: finished runs are skipped, interrupted ones resumed."""
+    from dhcbench.benchmark.sweep import job_states, load_suite, run_local, submit
+    from dhcbench.benchmark.tracking import open_tracker
+
+    try:
+        if executor not in ("local", "slurm"):
+            raise UserError(f"--executor {executor!r}: use local or slurm")
+        plan = load_suite(suite)
+        tracker = open_tracker(None, plan.experiment)
+        tracker.reap_stale()
+        states = job_states(tracker, plan.jobs)
+        counts = {k: sum(1 for v in states.values() if v == k) for k in ("done", "resume", "new")}
+        console.print(f"suite {plan.name} ({plan.source}): {len(plan.jobs)} runs —"
+                      f" {counts['done']} done, {counts['resume']} to resume, {counts['new']} new;"
+                      f" experiment {plan.experiment!r}")
+        todo = [j for j in plan.jobs if states[j.key] != "done"]
+        if dry_run:
+            for job in plan.jobs:
+                console.print(f"  {states[job.key]:6s} {job.label}  key {job.key}", markup=False)
+            return
+        if executor == "slurm":
+            jobs = submit(todo, None, logs, "slurm", partition, time, max_parallel, cpus_per_task)
+            console.print(f"submitted {len(jobs)} array task(s): {', '.join(j.job_id for j in jobs[:5])}"
+                          f"{' …' if len(jobs) > 5 else ''}; logs in {logs}")
+            return
+        run_local(todo, None, lambda job, result: console.print(f"{job.label}: {result}"))
+        console.print(f"suite {plan.name}: {len(todo)} run(s) done; see `dhcbench table --experiment {plan.experiment}`")
     except UserError as exc:
         _fail(str(exc))
 

@@ -71,8 +71,9 @@ def test_cps_and_dhc_end_to_end_with_table(workdir: Path) -> None:
     assert res.exit_code == 0, res.output
     lines = [ln for ln in res.output.splitlines() if ln.startswith("| ")]
     header = lines[0].split("|")[1:-1]
-    assert [h.strip() for h in header][:4] == ["Method", "n", "Avg. Dice", "Avg. ASD"]
-    assert len(header) == 4 + 13
+    assert [h.strip() for h in header][:5] == ["Method", "n", "Avg. Dice", "Avg. ASD",
+                                               "Tail-4 Dice"]
+    assert len(header) == 5 + 13
     rows = {ln.split("|")[1].strip(): ln for ln in lines[1:] if not ln.startswith("| *")}
     assert set(rows) == {"cps", "dhc"}
     assert [ln.split("|")[1].strip() for ln in lines if ln.startswith("| *")] == [
@@ -83,12 +84,13 @@ def test_cps_and_dhc_end_to_end_with_table(workdir: Path) -> None:
         assert all("±" in c for c in cells[2:])
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
     artifacts = {a.path for a in client.list_artifacts(dhc_child.info.run_id, "figures")}
-    assert artifacts == {"figures/weights.png", "figures/test_dice.png"}
+    assert artifacts == {f"figures/{n}.png" for n in ("weights", "test_dice", "curves",
+                                                       "classes", "slices")}
     csvs = {a.path for a in client.list_artifacts(dhc_child.info.run_id, "metrics")}
     assert csvs == {"metrics/test_cases_best.csv", "metrics/test_cases_last.csv"}
     files = sorted(p.name for p in (workdir / "dhcbench-results").iterdir())
-    assert files == ["table_phantom_20p_dhc_dice_best.csv", "table_phantom_20p_dhc_dice_best.md",
-                     "table_phantom_20p_dhc_dice_best.tex"]
+    assert files == [f"table_phantom_20p_dhc_dice_best.{ext}"
+                     for ext in ("csv", "html", "md", "tex")]
 
 
 def _test_metrics(run) -> dict[str, float]:

@@ -55,7 +55,8 @@ def test_csv_has_numbers_and_missing_cells_dash() -> None:
     table = build_table(df, CLASSES, "toy")
     assert "–" in to_markdown(table)
     out = pd.read_csv(pd.io.common.StringIO(to_csv(table)))
-    assert list(out.columns[:5]) == ["method", "family", "n", "Avg. Dice_mean", "Avg. Dice_std"]
+    assert list(out.columns[:6]) == ["method", "family", "kind", "n", "Avg. Dice_mean",
+                                     "Avg. Dice_std"]
     assert out.loc[out.method == "dhc", "Avg. Dice_std"].item() == 1.0  # population std
 
 

@@ -9,6 +9,7 @@ exact training state saved for ``--resume``.
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -26,10 +27,10 @@ from dhcbench.benchmark import checkpoint
 from dhcbench.benchmark.evaluation import COLUMNS, case_rows, summarise
 from dhcbench.benchmark.inference import default_stride, sliding_window_predict
 from dhcbench.benchmark.spec import RunSpec, build_spec, spec_key
-from dhcbench.benchmark.tracking import CHECKPOINT_DIR, KEY, ROLE, Tracker
+from dhcbench.benchmark.tracking import CHECKPOINT_DIR, KEY, ROLE, SEED_KEY, Tracker
 from dhcbench.benchmark.trainer import Trainer, resolve_device, seed_everything
 from dhcbench.datasets import DATASETS, DatasetSpec, data_root
-from dhcbench.datasets.loaders import PatchSampler, centre_crops, iter_cases
+from dhcbench.datasets.loaders import EvalCase, PatchSampler, centre_crops, iter_cases
 from dhcbench.datasets.splits import Split, ratio_tag, resolve_split
 from dhcbench.datasets.storage import PreparedDataset
 from dhcbench.errors import UserError
@@ -41,6 +42,11 @@ class RunInterrupted(Exception):
     """Training stopped on a signal; the state is saved and the runs are marked KILLED."""
 
 
+class RunPruned(Exception):
+    """A caller (the tuner) stopped training early on purpose; the runs end FINISHED with the
+    tag ``dhcbench.pruned=true``."""
+
+
 @dataclass
 class Reporter:
     """Callbacks for progress display (all optional; the CLI wires them to rich)."""
@@ -50,6 +56,7 @@ class Reporter:
     evaluated: Callable[[RunSpec, int, float], None] = lambda spec, epoch, dice: None
     testing: Callable[[str, int, int], None] = lambda which, done, total: None
     message: Callable[[str], None] = lambda text: None
+    parent_started: Callable[[str], None] = lambda run_id: None
 
 
 @dataclass(frozen=True)
@@ -147,7 +154,7 @@ def plan_run(
         manifest=split_manifest_name(spec, source), cover_classes=spec.data.cover_classes,
         allow_inconsistent=spec.data.allow_inconsistent_split,
     )
-    plan = RunPlan(tuple(specs), dspec, ds, split, spec_key(spec))
+    plan = RunPlan(tuple(specs), dspec, ds, split, invocation_key(specs))
     # Strategies that need the labeled counts (CLD's weights) fail here, before any run.
     method.setup(labeled_counts(plan, info.data_mode))
     return plan
@@ -164,6 +171,12 @@ def labeled_counts(plan: RunPlan, data_mode: str) -> torch.Tensor:
     """Voxel counts per class (K,) of the labeled ground truth the method trains on."""
     ids = training_ids(plan, data_mode)[0]
     return torch.as_tensor(plan.dataset.class_counts(ids), dtype=torch.int64)
+
+
+def invocation_key(specs: Sequence[RunSpec]) -> str:
+    """Identity of a ``dhcbench run`` invocation: the spec (without seed) and its seeds."""
+    seeds = ",".join(str(s.seed) for s in specs)
+    return hashlib.sha256(f"{spec_key(specs[0])}|{seeds}".encode()).hexdigest()[:12]
 
 
 def split_manifest_name(spec: RunSpec, source: Any) -> str | None:
@@ -208,8 +221,11 @@ def _params(spec: RunSpec, plan: RunPlan) -> dict[str, Any]:
         "split.source": plan.split.source,
         "split.sha256": plan.split.sha256(),
         "split.labeled": ",".join(plan.split.labeled),
+        "split.test_ids": ",".join(plan.split.test),
         "split.num_labeled": len(plan.split.labeled),
         "split.num_unlabeled": len(plan.split.unlabeled),
+        "split.labeled_voxels": ",".join(
+            str(int(v)) for v in plan.dataset.class_counts(plan.split.labeled)),
         "data.profile": plan.dataset_spec.profile,
         "data.resolved_patch_size": list(plan.dataset_spec.patch_size),
     })
@@ -230,21 +246,27 @@ def build_method(spec: RunSpec, dspec: DatasetSpec) -> Method:
 def test_method(
     method: Method, spec: RunSpec, plan: RunPlan, device: torch.device,
     which: str, report: Reporter,
-) -> pd.DataFrame:
-    """Sliding-window predictions on the test split, scored under both contracts."""
+) -> tuple[pd.DataFrame, tuple[EvalCase, np.ndarray]]:
+    """Sliding-window predictions on the test split, scored under both contracts; also
+    returns the first test case with its prediction (for the slices figure)."""
     dspec = plan.dataset_spec
     stride = spec.eval.stride or default_stride(dspec.patch_size)
     method.eval()
     rows: list[dict[str, object]] = []
     ids = plan.split.test
+    first: tuple[EvalCase, np.ndarray] | None = None
     for i, case in enumerate(iter_cases(plan.dataset, dspec, ids)):
-        pred = sliding_window_predict(
-            method.predict, case.image, dspec.patch_size, stride, dspec.num_classes,
-            device, spec.eval.window_batch,
-        )
+        with torch.autocast(device.type, enabled=spec.train.amp and device.type == "cuda"):
+            pred = sliding_window_predict(
+                method.predict, case.image, dspec.patch_size, stride, dspec.num_classes,
+                device, spec.eval.window_batch,
+            )
         rows.extend(case_rows(case.case_id, pred, case.label, dspec.class_names, case.spacing))
+        if first is None:
+            first = (case, pred)
         report.testing(which, i + 1, len(ids))
-    return pd.DataFrame(rows, columns=COLUMNS)
+    assert first is not None
+    return pd.DataFrame(rows, columns=COLUMNS), first
 
 
 def run_seed(
@@ -303,31 +325,43 @@ def run_seed(
                               "stopped_early": result.stopped_early})
     metrics: dict[str, float] = {"eval/best_dice_mean": result.best_dice,
                                  "train/iterations": result.iterations}
+    if not spec.eval.run_test:
+        tracker.log_metrics(run_id, metrics, step=max(result.last_epoch, 0))
+        tracker.set_tags(run_id, {"dhcbench.test": "skipped (eval.run_test=false)"})
+        return metrics
     tables: dict[str, pd.DataFrame] = {}
     if spec.eval.test_last:
-        tables["last"] = test_method(method, spec, plan, device, "last", report)
+        tables["last"], _ = test_method(method, spec, plan, device, "last", report)
         metrics.update(summarise(tables["last"], "test_last"))
     best_path = ckpt_dir / checkpoint.BEST
     if best_path.is_file():
         method.load_state_dict(checkpoint.load(best_path)["method"])
         method.to(device)
-    tables["best"] = test_method(method, spec, plan, device, "best", report)
+    tables["best"], example = test_method(method, spec, plan, device, "best", report)
     metrics.update(summarise(tables["best"], "test"))
     tracker.log_metrics(run_id, metrics, step=max(result.last_epoch, 0))
     for which, table in tables.items():
         tracker.log_text(run_id, table.to_csv(index=False), f"metrics/test_cases_{which}.csv")
     if spec.tracking.log_checkpoint and best_path.is_file():
         tracker.log_artifact(run_id, best_path, "checkpoint")
-    log_figures(tracker, run_id, spec, dspec, metrics)
+    log_figures(tracker, run_id, spec, plan, metrics, example)
     return metrics
 
 
-def log_figures(tracker: Tracker, run_id: str, spec: RunSpec, dspec: DatasetSpec,
-                metrics: Mapping[str, float]) -> None:
-    """Class-weight trajectories (every ``train/weight_<branch>/<class>`` logged) and the
-    per-class test Dice, as PNG artifacts under ``figures/``."""
-    from dhcbench.reports.figures import class_dice_bars, weight_trajectories
+def log_figures(tracker: Tracker, run_id: str, spec: RunSpec, plan: RunPlan,
+                metrics: Mapping[str, float], example: tuple[EvalCase, np.ndarray]) -> None:
+    """The run's figures as PNG artifacts under ``figures/``: class-weight trajectories,
+    training curves, per-class test Dice (bars, and against class frequency) and slices of
+    the first test case."""
+    from dhcbench.reports.figures import (
+        class_dice_bars,
+        dice_vs_proportion,
+        slice_comparison,
+        training_curves,
+        weight_trajectories,
+    )
 
+    dspec = plan.dataset_spec
     name = run_name(spec, spec.seed)
     series: dict[str, dict[str, list[tuple[int, float]]]] = {}
     for key, points in tracker.history(run_id, "train/weight_").items():
@@ -336,10 +370,21 @@ def log_figures(tracker: Tracker, run_id: str, spec: RunSpec, dspec: DatasetSpec
     if series:
         fig = weight_trajectories(series, dspec.class_names, f"{name}: class weights")
         tracker.log_figure(run_id, fig, "figures/weights.png")
+    history = {**tracker.history(run_id, "train/"), **tracker.history(run_id, "eval/")}
+    tracker.log_figure(run_id, training_curves(history, name), "figures/curves.png")
     dice = {k[len("test/dice/"):]: v for k, v in metrics.items() if k.startswith("test/dice/")}
     if dice:
         fig = class_dice_bars(dice, dspec.class_names, f"{name}: test Dice (best checkpoint)")
         tracker.log_figure(run_id, fig, "figures/test_dice.png")
+        counts = plan.dataset.class_counts(plan.split.labeled).astype(float)
+        share = dict(zip(dspec.class_names, counts / counts.sum(), strict=True))
+        fig = dice_vs_proportion({name: dice}, share, dspec.class_names,
+                                 f"{name}: Dice against class frequency")
+        tracker.log_figure(run_id, fig, "figures/classes.png")
+    case, pred = example
+    fig = slice_comparison(case.image, case.label, {spec.method.name: pred},
+                           dspec.class_names, 3, f"{name}: test case {case.case_id}")
+    tracker.log_figure(run_id, fig, "figures/slices.png")
 
 
 # -- the invocation -----------------------------------------------------------------------------
@@ -353,8 +398,11 @@ def _find_resumable(tracker: Tracker, plan: RunPlan) -> Any | None:
     return None
 
 
-def execute(plan: RunPlan, tracker: Tracker, resume: bool, report: Reporter) -> str:
-    """Run every seed of ``plan`` under one parent MLflow run; returns the parent run id."""
+def execute(plan: RunPlan, tracker: Tracker, resume: bool, report: Reporter,
+            nested_in: str | None = None, extra_tags: Mapping[str, Any] | None = None) -> str:
+    """Run every seed of ``plan`` under one parent MLflow run; returns the parent run id.
+
+    ``nested_in`` makes the parent a child of another run (a tuning study or a sweep)."""
     spec0 = plan.specs[0]
     tracker.reap_stale()
     parent = _find_resumable(tracker, plan) if resume else None
@@ -365,7 +413,9 @@ def execute(plan: RunPlan, tracker: Tracker, resume: bool, report: Reporter) -> 
         tracker.reopen(parent_id)
         children = {r.data.tags.get("seed"): r for r in tracker.children(parent_id)}
     else:
-        parent_id = tracker.start_run(run_name(spec0), _tags(spec0, plan, "parent"))
+        parent_id = tracker.start_run(run_name(spec0),
+                                      _tags(spec0, plan, "parent") | dict(extra_tags or {}),
+                                      nested_in)
         params = _params(spec0, plan)
         params.pop("seed", None)
         params["seeds"] = ",".join(str(s.seed) for s in plan.specs)
@@ -373,6 +423,7 @@ def execute(plan: RunPlan, tracker: Tracker, resume: bool, report: Reporter) -> 
         tracker.log_text(parent_id, yaml.safe_dump(spec0.to_dict(), sort_keys=False),
                          "spec.yaml")
         children = {}
+    report.parent_started(parent_id)
     results: list[dict[str, float]] = []
     child_id: str | None = None
     try:
@@ -387,8 +438,9 @@ def execute(plan: RunPlan, tracker: Tracker, resume: bool, report: Reporter) -> 
                 tracker.reopen(child_id)
             else:
                 ckpt = checkpoint_dir(spec)
-                tags = _tags(spec, plan, "seed") | {"seed": spec.seed,
-                                                    CHECKPOINT_DIR: str(ckpt)}
+                tags = _tags(spec, plan, "seed") | {
+                    "seed": spec.seed, CHECKPOINT_DIR: str(ckpt),
+                    SEED_KEY: spec_key(spec, with_seed=True)}
                 child_id = tracker.start_run(run_name(spec, spec.seed), tags, parent_id)
                 tracker.log_params(child_id, _params(spec, plan))
                 tracker.log_text(child_id, yaml.safe_dump(spec.to_dict(), sort_keys=False),
@@ -397,6 +449,12 @@ def execute(plan: RunPlan, tracker: Tracker, resume: bool, report: Reporter) -> 
                                     resume=child is not None, report=report))
             tracker.end(child_id, "FINISHED")
             child_id = None
+    except RunPruned:
+        for run_id in (child_id, parent_id):
+            if run_id is not None:
+                tracker.set_tags(run_id, {"dhcbench.pruned": "true"})
+                tracker.end(run_id, "FINISHED")
+        raise
     except (RunInterrupted, KeyboardInterrupt):
         if child_id is not None:
             tracker.end(child_id, "KILLED")

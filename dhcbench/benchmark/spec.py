@@ -98,12 +98,15 @@ class TrainSpec:
 class EvalSpec:
     """Test-time evaluation: sliding-window stride (None: patch // 4, the reference's
     16/32/32 for 64×128×128), windows per forward pass, the contract shown by default (both
-    are always computed), and whether the last checkpoint is tested besides the best."""
+    are always computed), whether the last checkpoint is tested besides the best, and whether
+    the test split is read at all (``run_test=false`` for tuning: model selection and tuning
+    never see the test cases)."""
 
     stride: tuple[int, int, int] | None = None
     window_batch: int = 4
     contract: str = "dhc"
     test_last: bool = True
+    run_test: bool = True
 
 
 @dataclass(frozen=True)

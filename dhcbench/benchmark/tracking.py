@@ -20,6 +20,7 @@ from dhcbench.errors import UserError
 
 ROLE = "dhcbench.role"
 KEY = "dhcbench.key"
+SEED_KEY = "dhcbench.seed_key"
 PID = "dhcbench.pid"
 HOST = "dhcbench.host"
 CHECKPOINT_DIR = "dhcbench.checkpoint_dir"

@@ -44,7 +44,8 @@ METHODS.add("fully", MethodInfo(
     factory=_supervised, networks="1 V-Net (default init)",
     description="Supervised V-Net on all training cases, batch 4, no early stopping"
                 " (reference §8.12).",
-    data_mode="all", train_overrides={"train": {"batch_labeled": 4, "patience": None}},
+    data_mode="all", reference_lambda="not used",
+    train_overrides={"train": {"batch_labeled": 4, "patience": None}},
     search_space={"lr": ("log_float", 1e-3, 1e-1)},
 ), aliases=("vnet_fully",))
 METHODS.add("labeled-only", MethodInfo(
@@ -53,5 +54,6 @@ METHODS.add("labeled-only", MethodInfo(
     factory=_supervised, networks="1 V-Net (default init)",
     description="Supervised V-Net on the labeled cases only, with the semi-supervised"
                 " methods' schedule (2 labeled patches per step).",
-    data_mode="labeled", search_space={"lr": ("log_float", 1e-3, 1e-1)},
+    data_mode="labeled", reference_lambda="not used",
+    search_space={"lr": ("log_float", 1e-3, 1e-1)},
 ))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -66,4 +67,125 @@ def class_dice_bars(dice: Mapping[str, float], class_names: Sequence[str], title
     if title:
         ax.set_title(title)
     fig.tight_layout()
+    return fig
+
+
+def organ_colours(class_names: Sequence[str]) -> list:
+    """One fixed colour per class (background transparent), the same in every figure."""
+    colours = _class_colours(len(class_names))
+    colours[0] = (0.0, 0.0, 0.0, 0.0)
+    return colours
+
+
+def training_curves(history: Mapping[str, Sequence[tuple[int, float]]], title: str = ""
+                    ) -> Figure:
+    """Losses, λ, learning rate and eval Dice against epoch (four panels)."""
+    panels = (
+        ("losses", ("train/loss", "train/loss_sup", "train/loss_unsup")),
+        ("unsupervised weight λ", ("train/lambda",)),
+        ("learning rate", ("train/lr",)),
+        ("eval Dice (%)", ("eval/dice_mean", "eval/best_dice_mean")),
+    )
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    for ax, (name, keys) in zip(axes.flat, panels, strict=True):
+        for key in keys:
+            points = history.get(key, [])
+            if points:
+                xs, ys = zip(*sorted(points), strict=True)
+                ax.plot(xs, ys, marker="." if len(xs) < 40 else None, label=key.split("/")[1])
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def dice_vs_proportion(
+    results: Mapping[str, Mapping[str, float]],
+    proportions: Mapping[str, float],
+    class_names: Sequence[str],
+    title: str = "",
+) -> Figure:
+    """Per-class Dice against the class's voxel proportion (log scale) and against its rank
+    (DHC paper, Fig. 1), one marker series per method or run."""
+    classes = [c for c in class_names if c != "background" and c in proportions]
+    order = sorted(classes, key=lambda c: -proportions[c])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    markers = "osD^v<>PX*"
+    for i, (label, dice) in enumerate(results.items()):
+        xs = [proportions[c] for c in classes if c in dice]
+        ys = [dice[c] for c in classes if c in dice]
+        left.scatter(xs, ys, marker=markers[i % len(markers)], label=label)
+        ranks = [order.index(c) + 1 for c in classes if c in dice]
+        right.plot(sorted(ranks), [y for _, y in sorted(zip(ranks, ys, strict=True))],
+                   marker=markers[i % len(markers)], label=label)
+    for c in classes:
+        left.annotate(abbreviation(c), (proportions[c], 0), textcoords="offset points",
+                      xytext=(0, -14), ha="center", fontsize=7, rotation=90)
+    left.set_xscale("log")
+    left.set_xlabel("voxel proportion in the labeled set")
+    right.set_xticks(range(1, len(order) + 1), [abbreviation(c) for c in order], fontsize=8)
+    right.set_xlabel("classes, most to least frequent")
+    for ax in (left, right):
+        ax.set_ylabel("Dice (%)")
+        ax.set_ylim(-5, 100)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def slice_comparison(
+    image: np.ndarray,
+    label: np.ndarray,
+    predictions: Mapping[str, np.ndarray],
+    class_names: Sequence[str],
+    n_slices: int = 3,
+    title: str = "",
+) -> Figure:
+    """Rows of axial slices: image, ground truth and each method's prediction, with one
+    fixed colour per organ and a legend (DHC paper, Fig. 5). Slices are spread over the
+    ground truth's foreground extent."""
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    if image.ndim == 4:
+        image = image[0]
+    fg = np.nonzero(label.reshape(label.shape[0], -1).any(axis=1))[0]
+    lo, hi = (int(fg.min()), int(fg.max())) if fg.size else (0, label.shape[0] - 1)
+    slices = np.unique(np.linspace(lo, hi, n_slices + 2)[1:-1].round().astype(int))
+    colours = organ_colours(class_names)
+    cmap = ListedColormap(colours)
+    columns = [("image", None), ("ground truth", label), *predictions.items()]
+    fig, axes = plt.subplots(len(slices), len(columns),
+                             figsize=(2.6 * len(columns), 2.6 * len(slices) + 0.8),
+                             squeeze=False)
+    for r, z in enumerate(slices):
+        for c, (name, seg) in enumerate(columns):
+            ax = axes[r][c]
+            ax.imshow(image[z], cmap="gray")
+            if seg is not None:
+                ax.imshow(np.ma.masked_equal(seg[z], 0), cmap=cmap, vmin=0,
+                          vmax=len(class_names) - 1, interpolation="nearest", alpha=0.75)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(name, fontsize=9)
+            if c == 0:
+                ax.set_ylabel(f"slice {z}", fontsize=8)
+    present = sorted(set(np.unique(label)) | {int(v) for p in predictions.values()
+                                              for v in np.unique(p)})
+    handles = [Patch(color=colours[k], label=abbreviation(class_names[k]))
+               for k in present if k > 0]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8) or 1,
+               fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig

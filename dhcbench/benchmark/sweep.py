@@ -1,0 +1,190 @@
+"""``dhcbench sweep SUITE``: a whole benchmark (methods × datasets × ratios × seeds) as one
+resumable plan, run here or on a SLURM cluster through submitit.
+
+A suite is a TOML file (or the name of a shipped one)::
+
+    name = "synapse-20p"
+    experiment = "dhcbench"          # MLflow experiment (optional)
+    [defaults]                       # settings for every run, as --set keys
+    "train.epochs" = 300
+    [[group]]
+    methods = ["cps", "dhc"]
+    datasets = ["synapse"]
+    ratios = [0.2]
+    seeds = [0, 1, 666]
+    [group.set]                      # settings for this group only
+    "train.lr" = 0.03
+
+Each (method, dataset, ratio, seed) is a job whose key is the hash of its resolved spec and
+the package version (``spec_key(spec, with_seed=True)``, the ``dhcbench.seed_key`` tag of its
+MLflow run): a job whose run FINISHED is skipped, an unfinished one is resumed from its
+checkpoint, the rest start fresh — so running a suite twice trains each run once.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from itertools import product
+from pathlib import Path
+from typing import Any
+
+from dhcbench.benchmark.runner import Reporter, execute, plan_run, resolve_specs
+from dhcbench.benchmark.spec import deep_merge, spec_key
+from dhcbench.benchmark.tracking import ROLE, SEED_KEY, Tracker, open_tracker
+from dhcbench.errors import UserError
+
+SUITE_KEYS = {"name", "experiment", "defaults", "group", "description"}
+GROUP_KEYS = {"methods", "datasets", "ratios", "seeds", "set"}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One seed of one (method, dataset, ratio) with its override layers."""
+
+    method: str
+    dataset: str
+    ratio: float
+    seed: int
+    layers: tuple[Mapping[str, Any], ...]
+    key: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.method}-{self.dataset}-{self.ratio:g}-seed{self.seed}"
+
+
+@dataclass
+class Suite:
+    name: str
+    experiment: str
+    jobs: list[Job] = field(default_factory=list)
+    source: str = ""
+
+
+def shipped_suites() -> list[str]:
+    """Names of the suites shipped with the package."""
+    folder = resources.files("dhcbench.data").joinpath("suites")
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def _layer(settings: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``{"train.lr": 0.01}`` (dotted keys, typed TOML values) -> a nested override layer."""
+    layer: dict[str, Any] = {}
+    for key, value in settings.items():
+        parts = [p for p in str(key).split(".") if p]
+        if not parts:
+            raise UserError(f"{where}: empty setting key")
+        node: dict[str, Any] = {parts[-1]: value}
+        for part in reversed(parts[:-1]):
+            node = {part: node}
+        layer = deep_merge(layer, node)
+    return layer
+
+
+def load_suite(ref: str) -> Suite:
+    """Parse a suite file (or shipped suite name) into jobs; every spec is validated."""
+    path = Path(ref)
+    if path.is_file():
+        text, source = path.read_text(), str(path)
+    elif ref in shipped_suites():
+        source = f"shipped suite {ref}"
+        text = resources.files("dhcbench.data").joinpath("suites", f"{ref}.toml").read_text()
+    else:
+        raise UserError(f"{ref}: no such suite file nor shipped suite"
+                        f" (shipped: {', '.join(shipped_suites())})")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{source}: not valid TOML ({exc})") from exc
+    unknown = sorted(set(data) - SUITE_KEYS)
+    if unknown:
+        raise UserError(f"{source}: unknown key {unknown[0]!r}"
+                        f" (valid: {', '.join(sorted(SUITE_KEYS))})")
+    groups = data.get("group", [])
+    if not groups:
+        raise UserError(f"{source}: no [[group]] of runs")
+    defaults = _layer(data.get("defaults", {}), f"{source} [defaults]")
+    suite = Suite(str(data.get("name", path.stem)), str(data.get("experiment", "dhcbench")),
+                  source=source)
+    for i, group in enumerate(groups):
+        where = f"{source} group {i + 1}"
+        unknown = sorted(set(group) - GROUP_KEYS)
+        if unknown:
+            raise UserError(f"{where}: unknown key {unknown[0]!r}"
+                            f" (valid: {', '.join(sorted(GROUP_KEYS))})")
+        missing = [k for k in ("methods", "datasets", "ratios", "seeds") if k not in group]
+        if missing:
+            raise UserError(f"{where}: missing {missing[0]!r}")
+        layers = (defaults, _layer(group.get("set", {}), where),
+                  {"tracking": {"experiment": suite.experiment}})
+        for method, dataset, ratio, seed in product(group["methods"], group["datasets"],
+                                                    group["ratios"], group["seeds"]):
+            (spec,) = resolve_specs(str(method), str(dataset), float(ratio), [int(seed)],
+                                    list(layers))
+            suite.jobs.append(Job(spec.method.name, str(dataset), float(ratio), int(seed),
+                                  layers, spec_key(spec, with_seed=True)))
+    return suite
+
+
+def job_states(tracker: Tracker, jobs: Sequence[Job]) -> dict[str, str]:
+    """``done`` (a FINISHED run has the job's key), ``resume`` (an unfinished one) or
+    ``new`` for every job key."""
+    states = {j.key: "new" for j in jobs}
+    for run in tracker.search(f"tags.`{ROLE}` = 'seed'"):
+        key = run.data.tags.get(SEED_KEY)
+        if key in states:
+            status = "done" if run.info.status == "FINISHED" else "resume"
+            if states[key] != "done":
+                states[key] = status
+    return states
+
+
+def run_job(job: Job, uri: str | None = None) -> str:
+    """Train one job (resuming it when it has an unfinished run); returns its final state.
+    Top-level and picklable: this is what a SLURM array task executes."""
+    experiment = job.layers[-1]["tracking"]["experiment"]
+    tracker = open_tracker(uri, experiment)
+    if job_states(tracker, [job])[job.key] == "done":
+        return "skipped"
+    plan = plan_run(job.method, job.dataset, job.ratio, [job.seed], list(job.layers))
+    execute(plan, tracker, resume=True, report=Reporter())
+    return "trained"
+
+
+def run_local(jobs: Iterable[Job], uri: str | None,
+              on_job: Callable[[Job, str], None] | None = None) -> list[str]:
+    """One job after another in this process."""
+    results = []
+    for job in jobs:
+        result = run_job(job, uri)
+        results.append(result)
+        if on_job is not None:
+            on_job(job, result)
+    return results
+
+
+def submit(jobs: Sequence[Job], uri: str | None, folder: Path, cluster: str = "slurm",
+           partition: str | None = None, time_min: int = 24 * 60, max_parallel: int = 8,
+           cpus_per_task: int = 8, wait: bool = False) -> list[Any]:
+    """Submit the jobs as one submitit job array (one GPU per task on SLURM)."""
+    import submitit
+
+    executor = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+    params: dict[str, Any] = {"timeout_min": time_min, "name": "dhcbench",
+                              "slurm_array_parallelism": max_parallel}
+    if cluster == "slurm":
+        params.update(gpus_per_node=1, tasks_per_node=1, cpus_per_task=cpus_per_task)
+        if partition:
+            params["slurm_partition"] = partition
+    executor.update_parameters(**params)
+    uri = (uri or os.environ.get("MLFLOW_TRACKING_URI")
+           or f"sqlite:///{Path('mlflow.db').resolve()}")
+    submitted = executor.map_array(run_job, list(jobs), [uri] * len(jobs))
+    if wait:
+        for job in submitted:
+            job.result()
+    return submitted

@@ -1,0 +1,120 @@
+"""``dhcbench plot weights|classes|slices|curves``: figures of finished runs (PNG and PDF)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from dhcbench.benchmark.inference import default_stride, sliding_window_predict
+from dhcbench.benchmark.tracking import Tracker
+from dhcbench.datasets.loaders import load_case
+from dhcbench.errors import UserError
+from dhcbench.reports.figures import (
+    dice_vs_proportion,
+    slice_comparison,
+    training_curves,
+    weight_trajectories,
+)
+from dhcbench.reports.runs import LoadedRun, best_method, dataset_of, load_run
+
+KINDS = ("weights", "classes", "slices", "curves")
+
+
+def weight_series(tracker: Tracker, run_id: str) -> dict[str, dict[str, list]]:
+    """``{branch: {class: [(epoch, weight), …]}}`` from ``train/weight_<branch>/<class>``."""
+    series: dict[str, dict[str, list]] = {}
+    for key, points in tracker.history(run_id, "train/weight_").items():
+        branch, cls = key[len("train/weight_"):].split("/", 1)
+        series.setdefault(branch, {})[cls] = points
+    return series
+
+
+def proportions(loaded: LoadedRun, class_names: Sequence[str]) -> dict[str, float]:
+    """Voxel share of every class in the run's labeled set (from its params)."""
+    raw = loaded.params.get("split.labeled_voxels", "")
+    if not raw:
+        raise UserError(f"run {loaded.run_id} did not record split.labeled_voxels")
+    counts = np.array([int(v) for v in raw.split(",")], dtype=float)
+    share = counts / counts.sum()
+    return {c: float(v) for c, v in zip(class_names, share, strict=True)}
+
+
+def class_names_of(loaded: LoadedRun) -> tuple[str, ...]:
+    return tuple(loaded.tags.get("classes", "").split(","))
+
+
+def _save(fig: object, out: Path, stem: str) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
+    for path in paths:
+        fig.savefig(path, dpi=150)  # type: ignore[attr-defined]
+    plt.close(fig)  # type: ignore[arg-type]
+    return paths
+
+
+def predictions_for_case(tracker: Tracker, runs: Sequence[LoadedRun], case_id: str | None
+                         ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], str,
+                                    tuple[str, ...]]:
+    """Image, label and each run's prediction of one test case (default: the first)."""
+    dspec, ds = dataset_of(runs[0])
+    test_ids = sorted(ds.splits.get("test", [])) or sorted(ds.cases)
+    split_ids = runs[0].params.get("split.test_ids", "")
+    if split_ids:
+        test_ids = split_ids.split(",")
+    case_id = case_id or test_ids[0]
+    if case_id not in ds.cases:
+        raise UserError(f"--case {case_id}: not in the run's dataset ({ds.path})")
+    case = load_case(ds, dspec, case_id)
+    preds = {}
+    for loaded in runs:
+        method = best_method(tracker, loaded, dspec)
+        stride = loaded.spec.eval.stride or default_stride(dspec.patch_size)
+        import torch
+
+        preds[loaded.name] = sliding_window_predict(
+            method.predict, case.image, dspec.patch_size, stride, dspec.num_classes,
+            torch.device("cpu"), loaded.spec.eval.window_batch)
+    return case.image, case.label, preds, case_id, dspec.class_names
+
+
+def plot(tracker: Tracker, kind: str, run_ids: Sequence[str], out: Path,
+         case_id: str | None = None, n_slices: int = 3) -> list[Path]:
+    """Render one figure kind for the given seed runs; returns the written files."""
+    if kind not in KINDS:
+        raise UserError(f"unknown figure {kind!r} (valid: {', '.join(KINDS)})")
+    if not run_ids:
+        raise UserError("give at least one --run")
+    runs = [load_run(tracker, r) for r in run_ids]
+    written: list[Path] = []
+    if kind in ("weights", "curves"):
+        for loaded in runs:
+            if kind == "weights":
+                series = weight_series(tracker, loaded.run_id)
+                if not series:
+                    raise UserError(f"run {loaded.run_id} logged no class weights")
+                fig = weight_trajectories(series, class_names_of(loaded),
+                                          f"{loaded.name}: class weights")
+            else:
+                history = {**tracker.history(loaded.run_id, "train/"),
+                           **tracker.history(loaded.run_id, "eval/dice_mean"),
+                           **tracker.history(loaded.run_id, "eval/best_dice_mean")}
+                fig = training_curves(history, loaded.name)
+            written += _save(fig, out, f"{kind}_{loaded.name}")
+        return written
+    if kind == "classes":
+        names = class_names_of(runs[0])
+        results = {}
+        for loaded in runs:
+            metrics = tracker.get(loaded.run_id).data.metrics
+            results[loaded.name] = {k[len("test/dice/"):]: v for k, v in metrics.items()
+                                    if k.startswith("test/dice/")}
+        fig = dice_vs_proportion(results, proportions(runs[0], names), names,
+                                 "per-class Dice against class frequency")
+        return _save(fig, out, "classes_" + "_".join(r.name for r in runs)[:120])
+    image, label, preds, case, names = predictions_for_case(tracker, runs, case_id)
+    fig = slice_comparison(image, label, preds, names, n_slices, f"case {case}")
+    return _save(fig, out, f"slices_{case}")

@@ -1,0 +1,75 @@
+"""The DHC paper's published numbers (package data ``paper-results.csv``), for side-by-side
+tables.
+
+Rows are looked up by (dataset, labeled percent, method key). The per-class Dice values of
+37 rows were lost when the tables were extracted (``per_class_complete=false``): those rows
+offer their averages only — nothing is imputed. The V-Net (fully) rows repeat the same values
+in every table of a dataset (trained on all cases, not at that ratio).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+import pandas as pd
+
+from dhcbench.datasets.classes import ABBREVIATIONS
+
+#: Our method keys that the paper's rows use under another key.
+PAPER_KEYS = {"fully": "vnet_fully"}
+PAPER_PREFERENCE = ("main-table-1", "main-table-2", "supp-table-1", "supp-table-2",
+                    "supp-table-3", "supp-table-4", "main-table-3")
+
+
+@dataclass(frozen=True)
+class PaperRow:
+    """One published row: averages (with std where printed) and per-class Dice by class name."""
+
+    source: str
+    method: str
+    avg_dice: float
+    avg_dice_std: float
+    avg_asd: float
+    avg_asd_std: float
+    dice: dict[str, float]  # class name -> Dice (%); empty when the row is incomplete
+
+
+@lru_cache(maxsize=1)
+def paper_results() -> pd.DataFrame:
+    """The transcribed tables as a DataFrame (numbers as floats; empty cells NaN)."""
+    path = resources.files("dhcbench.data").joinpath("paper-results.csv")
+    with path.open() as fh:
+        return pd.read_csv(fh)
+
+
+def _num(value: object) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def paper_row(dataset: str, ratio: float, method: str) -> PaperRow | None:
+    """The published row for ``method`` on ``dataset`` at ``ratio`` (a fraction), if any."""
+    df = paper_results()
+    key = PAPER_KEYS.get(method, method)
+    percent = round(ratio * 100, 6)
+    rows = df[(df.dataset == dataset) & (df.method_key == key)
+              & ((df.labeled_percent - percent).abs() < 1e-6)]
+    if rows.empty:
+        return None
+    order = {s: i for i, s in enumerate(PAPER_PREFERENCE)}
+    row = rows.iloc[rows.source.map(lambda s: order.get(s, 99)).argsort().iloc[0]]
+    abbrev_to_name = {v: k for k, v in ABBREVIATIONS.items()}
+    dice: dict[str, float] = {}
+    if str(row.per_class_complete).lower() == "true":
+        for col in ("Sp", "RK", "LK", "Ga", "Es", "Li", "St", "Ao", "IVC", "PSV", "Pa", "RAG",
+                    "LAG", "Du", "Bl", "PU"):
+            value = _num(row[col])
+            if not math.isnan(value):
+                dice[abbrev_to_name["P/U" if col == "PU" else col]] = value
+    return PaperRow(str(row.source), str(row.method), _num(row.avg_dice),
+                    _num(row.avg_dice_std), _num(row.avg_asd), _num(row.avg_asd_std), dice)

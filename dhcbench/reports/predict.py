@@ -1,0 +1,93 @@
+"""``dhcbench predict``: label maps for new images, written on the source images' grid.
+
+Each image is brought into the run's training geometry exactly as ``dhcbench prepare`` does
+(profile resize or resampling, then the run's intensity normalisation), segmented with the
+run's best checkpoint by sliding-window inference, and the label map is resized back
+(nearest neighbour) to the source grid and saved with the source affine, so it opens over the
+original scan in 3D Slicer or ITK-SNAP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dhcbench.benchmark.inference import default_stride, sliding_window_predict
+from dhcbench.benchmark.tracking import Tracker
+from dhcbench.benchmark.trainer import resolve_device
+from dhcbench.datasets.geometry import PROFILES, resize_image, resize_label, target_shape
+from dhcbench.datasets.loaders import normalise, zscore
+from dhcbench.datasets.nifti import read_volume, write_label_map
+from dhcbench.errors import UserError
+from dhcbench.reports.runs import best_method, dataset_of, load_run
+
+
+def _case_files(images: Path, channels: int) -> dict[str, list[Path]]:
+    if images.is_file():
+        files = [images]
+    elif images.is_dir():
+        files = sorted(p for p in images.iterdir() if p.name.endswith((".nii.gz", ".nii")))
+    else:
+        raise UserError(f"{images}: images path does not exist")
+    if not files:
+        raise UserError(f"{images}: no .nii.gz or .nii images")
+    cases: dict[str, list[Path]] = {}
+    for path in files:
+        stem = path.name[: -len(".nii.gz")] if path.name.endswith(".nii.gz") else path.stem
+        if channels > 1 or stem.endswith("_0000"):
+            stem = stem.rsplit("_", 1)[0] if "_" in stem else stem
+        cases.setdefault(stem, []).append(path)
+    for case, paths in cases.items():
+        if len(paths) != channels:
+            raise UserError(f"{paths[0]}: case {case} has {len(paths)} channel file(s), the"
+                            f" run's model takes {channels}")
+    return cases
+
+
+def predict_images(tracker: Tracker, run_id: str, images: Path, out: Path,
+                   device: str = "auto",
+                   on_case: Callable[[int, int], None] | None = None) -> list[Path]:
+    """Segment every image (file or folder) with a seed run's best checkpoint."""
+    loaded = load_run(tracker, run_id)
+    dspec, ds = dataset_of(loaded)
+    method = best_method(tracker, loaded, dspec)
+    dev = resolve_device(device)
+    method.to(dev)
+    profile = dspec.profile if dspec.profile in PROFILES else "native"
+    spacing = ds.meta.get("spacing")
+    zscore_mri = ds.meta.get("mri_normalization") == "zscore"
+    names = ds.meta.get("channel_names", {})
+    cases = _case_files(Path(images), dspec.channels)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{out}: cannot create the output folder ({exc.strerror})") from exc
+    written = []
+    stride = loaded.spec.eval.stride or default_stride(dspec.patch_size)
+    for i, (case, paths) in enumerate(sorted(cases.items())):
+        volumes = [read_volume(p) for p in sorted(paths)]
+        first = volumes[0]
+        if any(v.data.shape != first.data.shape for v in volumes):
+            raise UserError(f"{paths[0]}: channels of case {case} differ in shape")
+        shape = target_shape(profile, dspec.name, first.data.shape, first.spacing, spacing)
+        channels = []
+        for c, vol in enumerate(volumes):
+            data = resize_image(vol.data, shape)
+            is_ct = str(names.get(str(c), "CT")).upper() == "CT"
+            mri = dspec.name == "amos" and case.startswith("amos_") and int(
+                case.split("_")[1]) >= 500
+            channels.append(zscore(data) if (not is_ct or (mri and zscore_mri))
+                            else normalise(data, dspec.intensity_window))
+        image = channels[0] if len(channels) == 1 else np.stack(channels)
+        with torch.autocast(dev.type, enabled=dev.type == "cuda"):
+            pred = sliding_window_predict(method.predict, image, dspec.patch_size, stride,
+                                          dspec.num_classes, dev, loaded.spec.eval.window_batch)
+        path = out / f"{case}.nii.gz"
+        write_label_map(path, resize_label(pred, first.data.shape), first.affine)
+        written.append(path)
+        if on_case is not None:
+            on_case(i + 1, len(cases))
+    return written
