@@ -306,7 +306,8 @@ def tune(
     storage: Annotated[str | None, typer.Option(help="Optuna storage URL (default sqlite:///optuna.db; postgresql://… to share a study).")] = None,
     study: Annotated[str | None, typer.Option(help="Study name (default <method>-<dataset>-<ratio>).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Shortcut for --set train.epochs=N.")] = None,
-    seed: Annotated[int, typer.Option(help="Training seed of every trial and the TPE sampler's seed.")] = 0,
+    seed: Annotated[int, typer.Option(help="Training seed of every trial.")] = 0,
+    sampler_seed: Annotated[int | None, typer.Option(help="TPE sampler seed (default: --seed); give each process sharing a study its own.")] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML file of setting overrides.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override one setting (repeatable).")] = None,
     out: Annotated[Path, typer.Option(help="Folder for the best-parameters YAML.")] = Path("."),
@@ -330,7 +331,7 @@ def tune(
         with reporter:
             result = run_tune(method, name, ratio, trials, tracker, layers,
                               [p.strip() for p in params.split(",")] if params else None,
-                              storage, study, seed, out, reporter)
+                              storage, study, seed, out, reporter, sampler_seed)
         console.print(f"study {result.study}: {result.trials} trial(s); best eval Dice"
                       f" {result.best_value:.2f} % with {result.best_params};"
                       f" written {result.config_path} (use: dhcbench run --config"

@@ -54,3 +54,30 @@ def workdir(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> 
     mlflow.set_tracking_uri(None)  # forget any URI an earlier test set
     os.environ.pop("MLFLOW_EXPERIMENT_NAME", None)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def finished_runs(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[str, object]:
+    """CPS and DHC, two seeds each, two epochs on the tiny phantom, through the CLI; one
+    MLflow store shared by the tests that only read finished runs."""
+    from mlflow.tracking import MlflowClient
+    from typer.testing import CliRunner
+
+    from dhcbench.cli import app
+
+    work = tmp_path_factory.mktemp("finished")
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    runner = CliRunner()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DHCBENCH_DATA", str(data_dir))
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        for method in ("cps", "dhc"):
+            res = runner.invoke(app, ["run", "--method", method, "--seeds", "2",
+                                      "--out", str(work / "ckpt"), *tiny_args(epochs=2)])
+            assert res.exit_code == 0, res.output
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("dhcbench")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    return {"uri": uri, "work": work, "data": data_dir,
+            "children": [r for r in runs if r.data.tags.get("dhcbench.role") == "seed"],
+            "parents": [r for r in runs if r.data.tags.get("dhcbench.role") == "parent"]}

@@ -33,11 +33,10 @@ def runs_by_role(workdir: Path) -> tuple[list, list]:
     return parents, children
 
 
-def test_cps_and_dhc_end_to_end_with_table(workdir: Path) -> None:
-    for method in ("cps", "dhc"):
-        res = invoke("run", "--method", method, "--seeds", "2", *tiny_args(epochs=2))
-        assert res.exit_code == 0, res.output
-    parents, children = runs_by_role(workdir)
+def test_cps_and_dhc_end_to_end_with_table(finished_runs: dict, tmp_path: Path) -> None:
+    """`dhcbench run --method cps|dhc --seeds 2` (2 epochs): the MLflow layout, then the
+    table rendered from it."""
+    parents, children = finished_runs["parents"], finished_runs["children"]
     assert len(parents) == 2 and len(children) == 4
     assert all(r.info.status == "FINISHED" for r in parents + children)
     parent_ids = {p.info.run_id for p in parents}
@@ -67,7 +66,8 @@ def test_cps_and_dhc_end_to_end_with_table(workdir: Path) -> None:
     assert cps_w == [1.0] * 14
     assert all(0.0 <= w <= 14.0 for w in dhc_w) and len(set(dhc_w)) > 1
 
-    res = invoke("table", "--format", "md")
+    res = invoke("table", "--format", "md", "--uri", finished_runs["uri"], "--out",
+                 str(tmp_path / "results"))
     assert res.exit_code == 0, res.output
     lines = [ln for ln in res.output.splitlines() if ln.startswith("| ")]
     header = lines[0].split("|")[1:-1]
@@ -82,13 +82,13 @@ def test_cps_and_dhc_end_to_end_with_table(workdir: Path) -> None:
         cells = [c.strip() for c in row.split("|")[1:-1]]
         assert cells[1] == "2"
         assert all("±" in c for c in cells[2:])
-    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    client = MlflowClient(tracking_uri=finished_runs["uri"])
     artifacts = {a.path for a in client.list_artifacts(dhc_child.info.run_id, "figures")}
     assert artifacts == {f"figures/{n}.png" for n in ("weights", "test_dice", "curves",
                                                        "classes", "slices")}
     csvs = {a.path for a in client.list_artifacts(dhc_child.info.run_id, "metrics")}
     assert csvs == {"metrics/test_cases_best.csv", "metrics/test_cases_last.csv"}
-    files = sorted(p.name for p in (workdir / "dhcbench-results").iterdir())
+    files = sorted(p.name for p in (tmp_path / "results").iterdir())
     assert files == [f"table_phantom_20p_dhc_dice_best.{ext}"
                      for ext in ("csv", "html", "md", "tex")]
 

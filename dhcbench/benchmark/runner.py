@@ -192,9 +192,11 @@ def run_name(spec: RunSpec, seed: int | None = None) -> str:
     return name if seed is None else f"{name}-seed{seed}"
 
 
-def checkpoint_dir(spec: RunSpec) -> Path:
+def checkpoint_dir(spec: RunSpec, run_id: str) -> Path:
+    """``<out>/<experiment>/<method>-<dataset>-<ratio>-seed<n>-<spec key>-<run id>``: two
+    runs of the same spec (parallel tuning trials, repeated invocations) never share one."""
     return (Path(spec.tracking.out_dir) / spec.tracking.experiment
-            / f"{run_name(spec, spec.seed)}-{spec_key(spec)}")
+            / f"{run_name(spec, spec.seed)}-{spec_key(spec)}-{run_id[:8]}")
 
 
 def _tags(spec: RunSpec, plan: RunPlan, role: str) -> dict[str, Any]:
@@ -274,6 +276,7 @@ def run_seed(
     plan: RunPlan,
     tracker: Tracker,
     run_id: str,
+    ckpt_dir: Path,
     resume: bool,
     report: Reporter,
 ) -> dict[str, float]:
@@ -303,7 +306,6 @@ def run_seed(
     if spec.train.compile:
         for net in method.networks.values():
             net.compile()
-    ckpt_dir = checkpoint_dir(spec)
     trainer = Trainer(
         spec.train, method, sampler, centre_crops(plan.dataset, dspec, plan.split.eval),
         dspec.class_names, ckpt_dir, device,
@@ -436,16 +438,18 @@ def execute(plan: RunPlan, tracker: Tracker, resume: bool, report: Reporter,
             if child is not None:
                 child_id = child.info.run_id
                 tracker.reopen(child_id)
+                ckpt = Path(child.data.tags.get(CHECKPOINT_DIR)
+                            or checkpoint_dir(spec, child_id))
             else:
-                ckpt = checkpoint_dir(spec)
                 tags = _tags(spec, plan, "seed") | {
-                    "seed": spec.seed, CHECKPOINT_DIR: str(ckpt),
-                    SEED_KEY: spec_key(spec, with_seed=True)}
+                    "seed": spec.seed, SEED_KEY: spec_key(spec, with_seed=True)}
                 child_id = tracker.start_run(run_name(spec, spec.seed), tags, parent_id)
+                ckpt = checkpoint_dir(spec, child_id)
+                tracker.set_tags(child_id, {CHECKPOINT_DIR: str(ckpt)})
                 tracker.log_params(child_id, _params(spec, plan))
                 tracker.log_text(child_id, yaml.safe_dump(spec.to_dict(), sort_keys=False),
                                  "spec.yaml")
-            results.append(run_seed(spec, plan, tracker, child_id,
+            results.append(run_seed(spec, plan, tracker, child_id, ckpt,
                                     resume=child is not None, report=report))
             tracker.end(child_id, "FINISHED")
             child_id = None

@@ -155,15 +155,52 @@ def run_job(job: Job, uri: str | None = None) -> str:
     return "trained"
 
 
+def _pin_gpu(queue: Any) -> None:
+    os.environ["CUDA_VISIBLE_DEVICES"] = str(queue.get())
+
+
+def visible_gpus() -> list[str]:
+    """The GPU indices this process may use (``CUDA_VISIBLE_DEVICES`` or all)."""
+    import torch
+
+    count = torch.cuda.device_count()
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed:
+        return [g for g in listed.split(",") if g.strip()][:count]
+    return [str(i) for i in range(count)]
+
+
 def run_local(jobs: Iterable[Job], uri: str | None,
-              on_job: Callable[[Job, str], None] | None = None) -> list[str]:
-    """One job after another in this process."""
-    results = []
-    for job in jobs:
-        result = run_job(job, uri)
-        results.append(result)
-        if on_job is not None:
-            on_job(job, result)
+              on_job: Callable[[Job, str], None] | None = None,
+              gpus: Sequence[str] | None = None) -> list[str]:
+    """Run the jobs here: one after another, or — with several GPUs visible — one worker
+    process per GPU (``CUDA_VISIBLE_DEVICES`` pinned per worker), each taking the next job."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    jobs = list(jobs)
+    gpus = visible_gpus() if gpus is None else list(gpus)
+    results: list[str] = []
+    if len(gpus) <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            result = run_job(job, uri)
+            results.append(result)
+            if on_job is not None:
+                on_job(job, result)
+        return results
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').resolve()}"
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    for gpu in gpus:
+        queue.put(gpu)
+    with ProcessPoolExecutor(len(gpus), mp_context=ctx, initializer=_pin_gpu,
+                             initargs=(queue,)) as pool:
+        futures = {pool.submit(run_job, job, uri): job for job in jobs}
+        for future in as_completed(futures):
+            result = future.result()
+            results.append(result)
+            if on_job is not None:
+                on_job(futures[future], result)
     return results
 
 

@@ -151,9 +151,16 @@ def open_tracker(uri: str | None, experiment: str) -> Tracker:
                 f"{here}: the working folder is not writable, so MLflow cannot create its"
                 " store here; set MLFLOW_TRACKING_URI or --set tracking.uri=..."
             )
-    try:
-        return Tracker(uri, experiment)
-    except UserError:
-        raise
-    except Exception as exc:  # MLflow raises several types for unreachable stores
-        raise UserError(f"cannot open the MLflow store {uri or '(default)'}: {exc}") from exc
+    # Several processes opening a new database store at once (a job array, parallel tuning)
+    # race to create its tables or the experiment; the losers succeed on a second try.
+    for attempt in range(4):
+        try:
+            return Tracker(uri, experiment)
+        except UserError:
+            raise
+        except Exception as exc:  # MLflow raises several types for unreachable stores
+            if attempt == 3:
+                raise UserError(
+                    f"cannot open the MLflow store {uri or '(default)'}: {exc}") from exc
+            time.sleep(1.0 + attempt)
+    raise AssertionError("unreachable")

@@ -120,8 +120,13 @@ def tune(
     seed: int = 0,
     out: Path = Path("."),
     report: Reporter | None = None,
+    sampler_seed: int | None = None,
 ) -> TuneResult:
-    """Run ``trials`` trials (adding to the study if it exists) and write the best YAML."""
+    """Run ``trials`` trials (adding to the study if it exists) and write the best YAML.
+
+    ``seed`` is every trial's training seed; ``sampler_seed`` (default: ``seed``) seeds TPE.
+    Processes sharing a study should use different sampler seeds, or they propose the same
+    first points."""
     import optuna
 
     if trials < 1:
@@ -139,7 +144,8 @@ def tune(
     try:
         study = optuna.create_study(
             study_name=name, storage=storage or DEFAULT_STORAGE, load_if_exists=True,
-            direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
+            direction="maximize", sampler=optuna.samplers.TPESampler(
+                seed=seed if sampler_seed is None else sampler_seed),
             pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
         )
     except Exception as exc:  # storage URLs fail in many ways (driver, auth, network)

@@ -1,0 +1,212 @@
+"""Tuning (Optuna) and sweeps: studies with nested MLflow runs, the best-parameters YAML,
+studies shared by several processes (SQLite here, PostgreSQL when a server is available),
+a suite run twice that trains each run once, and submitit's local executor."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from dhcbench.benchmark.sweep import job_states, load_suite, submit
+from dhcbench.benchmark.tracking import open_tracker
+from dhcbench.cli import app
+
+from .conftest import TINY_SETTINGS
+
+runner = CliRunner()
+TINY = [a for s in TINY_SETTINGS for a in ("--set", s)]
+SUITE = """
+name = "tiny"
+experiment = "tiny-suite"
+[defaults]
+"train.epochs" = 1
+"train.iters_per_epoch" = 2
+"train.base_filters" = 4
+"train.eval_interval" = 1
+"data.patch_size" = [16, 32, 32]
+"data.options" = {volume_size = [20, 40, 40], num_cases = 10}
+"eval.window_batch" = 8
+"tracking.log_checkpoint" = false
+[[group]]
+methods = ["cps", "dhc"]
+datasets = ["phantom"]
+ratios = [0.2]
+seeds = [0, 1]
+"""
+
+
+def tune_args(storage: str, trials: int, study: str = "s", sampler_seed: int = 0) -> list[str]:
+    return ["tune", "--method", "dhc", "--ratio", "0.2", "--trials", str(trials), "--epochs",
+            "1", "--storage", storage, "--study", study, "--params", "beta,alpha,tau,lr",
+            "--sampler-seed", str(sampler_seed), *TINY]
+
+
+def runs_of(uri: str, experiment: str) -> list:
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id], max_results=1000) if exp else []
+
+
+def test_three_trials_nested_runs_and_best_yaml(workdir: Path) -> None:
+    storage = f"sqlite:///{workdir / 'optuna.db'}"
+    res = runner.invoke(app, tune_args(storage, 3))
+    assert res.exit_code == 0, res.output
+    study = optuna.load_study(study_name="s", storage=storage)
+    assert len(study.trials) == 3
+    runs = runs_of(f"sqlite:///{workdir / 'mlflow.db'}", "dhcbench-tune")
+    by_id = {r.info.run_id: r for r in runs}
+    (study_run,) = [r for r in runs if r.data.tags.get("dhcbench.role") == "study"]
+    states = [t.state for t in study.trials]
+    complete, pruned = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED
+    assert states[:2] == [complete, complete]  # the median pruner's start-up trials
+    for trial in study.trials:
+        run = by_id[trial.user_attrs["mlflow_run_id"]]  # trial -> MLflow run
+        assert run.data.tags["mlflow.parentRunId"] == study_run.info.run_id
+        assert run.data.tags["optuna.trial"] == str(trial.number)  # MLflow run -> trial
+        assert run.info.status == "FINISHED"
+        assert set(trial.params) == {"beta", "alpha", "tau", "lr"}
+        seed_runs = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == run.info.run_id]
+        assert len(seed_runs) == 1
+        metrics = seed_runs[0].data.metrics
+        assert not any(k.startswith("test/") for k in metrics)  # the test split is never read
+        if trial.state == complete:
+            assert trial.value == pytest.approx(metrics["eval/best_dice_mean"])
+        else:
+            assert trial.state == pruned and run.data.tags["dhcbench.pruned"] == "true"
+            assert trial.intermediate_values  # pruned from the intermediate evaluations
+    assert study_run.data.tags["optuna.best_trial"] == str(study.best_trial.number)
+    best = yaml.safe_load((workdir / "best_s.yaml").read_text())
+    assert best["method"]["kwargs"]["tau"] == study.best_params["tau"]
+    assert best["train"]["lr"] == pytest.approx(study.best_params["lr"])
+    # The YAML re-runs as a configuration.
+    res = runner.invoke(app, ["run", "--method", "dhc", "--config", str(workdir / "best_s.yaml"),
+                              "--experiment", "rerun", *TINY, "--epochs", "1"])
+    assert res.exit_code == 0, res.output
+    (seed_run,) = [r for r in runs_of(f"sqlite:///{workdir / 'mlflow.db'}", "rerun")
+                   if r.data.tags.get("dhcbench.role") == "seed"]
+    assert seed_run.data.params["method.kwargs.beta"] == str(study.best_params["beta"])
+
+
+def test_tune_bad_input(workdir: Path) -> None:
+    res = runner.invoke(app, ["tune", "--method", "dhc", "--params", "gamma", *TINY])
+    assert res.exit_code == 2 and "--params 'gamma': not tunable for dhc" in res.stderr
+    res = runner.invoke(app, ["tune", "--trials", "0", *TINY])
+    assert res.exit_code == 2 and "at least one trial" in res.stderr
+    assert not (workdir / "optuna.db").exists()
+
+
+def _env(workdir: Path, data_dir: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ, DHCBENCH_DATA=str(data_dir), **extra)
+    env.pop("MLFLOW_TRACKING_URI", None) if "MLFLOW_TRACKING_URI" not in extra else None
+    return env
+
+
+def test_two_processes_share_one_study(workdir: Path, data_dir: Path) -> None:
+    storage = f"sqlite:///{workdir / 'optuna.db'}"
+    for worker in range(2):  # two separate processes, one after the other, one SQLite study
+        proc = subprocess.run([sys.executable, "-m", "dhcbench",
+                               *tune_args(storage, 1, sampler_seed=worker)],
+                              cwd=workdir, env=_env(workdir, data_dir), capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    study = optuna.load_study(study_name="s", storage=storage)
+    assert [t.number for t in study.trials] == [0, 1]
+    assert len({t.user_attrs["mlflow_run_id"] for t in study.trials}) == 2
+
+
+@pytest.fixture
+def postgres(request: pytest.FixtureRequest):  # noqa: ANN201
+    """Two fresh databases (Optuna, MLflow) on the server of ``$DHCBENCH_TEST_POSTGRES``."""
+    server = os.environ.get("DHCBENCH_TEST_POSTGRES")
+    if not server:
+        pytest.skip("no PostgreSQL server: set DHCBENCH_TEST_POSTGRES=postgresql://user:pw@host"
+                    ":port (.ci/run installs and starts one)")
+    import psycopg
+
+    names = [f"dhcbench_{kind}_{uuid.uuid4().hex[:8]}" for kind in ("optuna", "mlflow")]
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+        for name in names:
+            conn.execute(f"CREATE DATABASE {name}")
+    yield [f"{server}/{name}" for name in names]
+    with psycopg.connect(f"{server}/postgres", autocommit=True) as conn:
+        for name in names:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_two_concurrent_processes_share_a_postgresql_study(workdir: Path, data_dir: Path,
+                                                           postgres: list[str]) -> None:
+    optuna_url, mlflow_url = postgres
+    optuna.create_study(study_name="s", storage=optuna_url, direction="maximize")
+    env = _env(workdir, data_dir, MLFLOW_TRACKING_URI=mlflow_url)
+    procs = [subprocess.Popen([sys.executable, "-m", "dhcbench",
+                               *tune_args(optuna_url, 1, sampler_seed=worker)],
+                              cwd=workdir, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for worker in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-2000:]
+    study = optuna.load_study(study_name="s", storage=optuna_url)
+    assert len(study.trials) == 2
+    assert {t.state for t in study.trials} <= {optuna.trial.TrialState.COMPLETE,
+                                               optuna.trial.TrialState.PRUNED}
+    runs = runs_of(mlflow_url, "dhcbench-tune")
+    assert len([r for r in runs if r.data.tags.get("dhcbench.role") == "study"]) == 1
+    assert {t.user_attrs["mlflow_run_id"] for t in study.trials} <= {r.info.run_id for r in runs}
+
+
+def test_sweep_twice_trains_each_run_once(workdir: Path) -> None:
+    (workdir / "tiny.toml").write_text(SUITE)
+    res = runner.invoke(app, ["sweep", "tiny.toml", "--dry-run"])
+    assert res.exit_code == 0 and "4 runs — 0 done, 0 to resume, 4 new" in " ".join(
+        res.output.split())
+    res = runner.invoke(app, ["sweep", "tiny.toml"])
+    assert res.exit_code == 0, res.output
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    first = [r for r in runs_of(uri, "tiny-suite") if r.data.tags["dhcbench.role"] == "seed"]
+    assert len(first) == 4 and {r.info.status for r in first} == {"FINISHED"}
+    res = runner.invoke(app, ["sweep", "tiny.toml"])
+    assert res.exit_code == 0 and "4 done, 0 to resume, 0 new" in " ".join(res.output.split())
+    again = [r for r in runs_of(uri, "tiny-suite") if r.data.tags["dhcbench.role"] == "seed"]
+    assert sorted(r.info.run_id for r in again) == sorted(r.info.run_id for r in first)
+
+
+def test_shipped_suites_plan_the_paper_tables() -> None:
+    suite = load_suite("synapse-20p")
+    assert len(suite.jobs) == 13 * 3
+    assert {j.seed for j in suite.jobs} == {0, 1, 666}
+    assert len(load_suite("ablation").jobs) == 8 * 3
+    assert {j.ratio for j in load_suite("amos-5p").jobs} == {0.05}
+    assert len({j.key for j in load_suite("phantom").jobs}) == 4
+
+
+def test_suite_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\n[[group]]\nmethods = ["dhcc"]\ndatasets = ["phantom"]\n'
+                   "ratios = [0.2]\nseeds = [0]\n")
+    res = runner.invoke(app, ["sweep", str(bad), "--dry-run"])
+    assert res.exit_code == 2 and "unknown method 'dhcc'" in res.stderr
+    bad.write_text('name = "x"\n[[group]]\nmethods = ["dhc"]\n')
+    res = runner.invoke(app, ["sweep", str(bad), "--dry-run"])
+    assert res.exit_code == 2 and "missing 'datasets'" in res.stderr
+    res = runner.invoke(app, ["sweep", "no-such-suite"])
+    assert res.exit_code == 2 and "shipped:" in res.stderr
+
+
+def test_submitit_local_executor_runs_a_two_task_array(workdir: Path, tmp_path: Path) -> None:
+    (workdir / "tiny.toml").write_text(SUITE)
+    suite = load_suite(str(workdir / "tiny.toml"))
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
+    jobs = submit(suite.jobs[:2], uri, tmp_path / "submitit", cluster="local", wait=True)
+    assert [j.result() for j in jobs] == ["trained", "trained"]
+    tracker = open_tracker(uri, suite.experiment)
+    states = job_states(tracker, suite.jobs)
+    assert [states[j.key] for j in suite.jobs] == ["done", "done", "new", "new"]
