@@ -254,14 +254,13 @@ def plot(
 ) -> None:
     """Figures of finished runs: class-weight trajectories, per-class Dice against class
     frequency, qualitative slices of several methods, and training curves."""
-    from dhcbench.benchmark.tracking import open_tracker
+    from dhcbench.benchmark.tracking import open_tracker, require_store
     from dhcbench.reports.cli_plot import plot as make_plot
 
     try:
         if slices < 1:
             raise UserError(f"--slices {slices}: must be >= 1")
-        if uri is None and not os.environ.get("MLFLOW_TRACKING_URI") and not Path("mlflow.db").is_file():
-            raise UserError("no MLflow store here (no mlflow.db and no MLFLOW_TRACKING_URI)")
+        require_store(uri)
         tracker = open_tracker(uri, experiment)
         paths = make_plot(tracker, kind, run, out, case, slices)
         console.print("written: " + ", ".join(str(p) for p in paths))
@@ -280,12 +279,11 @@ def predict(
 ) -> None:
     """Label maps for new images, resampled back to their grid with the source affine."""
     from dhcbench.benchmark.progress import RichReporter
-    from dhcbench.benchmark.tracking import open_tracker
+    from dhcbench.benchmark.tracking import open_tracker, require_store
     from dhcbench.reports.predict import predict_images
 
     try:
-        if uri is None and not os.environ.get("MLFLOW_TRACKING_URI") and not Path("mlflow.db").is_file():
-            raise UserError("no MLflow store here (no mlflow.db and no MLFLOW_TRACKING_URI)")
+        require_store(uri)
         tracker = open_tracker(uri, experiment)
         reporter = RichReporter(console)
         with reporter:

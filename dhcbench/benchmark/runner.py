@@ -365,10 +365,7 @@ def log_figures(tracker: Tracker, run_id: str, spec: RunSpec, plan: RunPlan,
 
     dspec = plan.dataset_spec
     name = run_name(spec, spec.seed)
-    series: dict[str, dict[str, list[tuple[int, float]]]] = {}
-    for key, points in tracker.history(run_id, "train/weight_").items():
-        branch, cls = key[len("train/weight_"):].split("/", 1)
-        series.setdefault(branch, {})[cls] = points
+    series = tracker.weight_history(run_id)
     if series:
         fig = weight_trajectories(series, dspec.class_names, f"{name}: class weights")
         tracker.log_figure(run_id, fig, "figures/weights.png")

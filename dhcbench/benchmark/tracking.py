@@ -109,6 +109,14 @@ class Tracker:
         self.client.log_figure(run_id, figure, artifact_file)
         plt.close(figure)
 
+    def weight_history(self, run_id: str) -> dict[str, dict[str, list[tuple[int, float]]]]:
+        """``{branch: {class: [(epoch, weight), …]}}`` from ``train/weight_<branch>/<class>``."""
+        series: dict[str, dict[str, list[tuple[int, float]]]] = {}
+        for key, points in self.history(run_id, "train/weight_").items():
+            branch, cls = key[len("train/weight_"):].split("/", 1)
+            series.setdefault(branch, {})[cls] = points
+        return series
+
     def history(self, run_id: str, prefix: str) -> dict[str, list[tuple[int, float]]]:
         """``{metric: [(step, value), …]}`` for every metric of the run under ``prefix``."""
         keys = [k for k in self.client.get_run(run_id).data.metrics if k.startswith(prefix)]
@@ -140,6 +148,15 @@ class Tracker:
                 self.end(run.info.run_id, "FAILED")
                 reaped += 1
         return reaped
+
+
+def require_store(uri: str | None) -> None:
+    """For commands that only read runs: refuse to create an empty store by accident."""
+    if uri is None and not os.environ.get("MLFLOW_TRACKING_URI") and not Path(
+            "mlflow.db").is_file():
+        raise UserError("no MLflow store here (no mlflow.db in this folder and no"
+                        " MLFLOW_TRACKING_URI); run `dhcbench run` in this folder first,"
+                        " or pass --uri")
 
 
 def open_tracker(uri: str | None, experiment: str) -> Tracker:

@@ -191,6 +191,12 @@ class MethodInfo:
 
 FAMILIES = ("bound", "general", "imbalance", "ours", "ablation")
 
+#: The search space every semi-supervised method shares: learning rate and λ (log scales).
+LR_LAMBDA_SPACE: dict[str, tuple[str, float, float]] = {
+    "lr": ("log_float", 1e-3, 1e-1),
+    "lambda": ("log_float", 1e-2, 1.0),
+}
+
 #: Every method by key.
 METHODS: Registry[MethodInfo] = Registry("method")
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from dhcbench.methods.base import (
+    LR_LAMBDA_SPACE,
     METHODS,
     Batch,
     Method,
@@ -189,7 +190,6 @@ def make_dhc(
 
 
 LOSS_DEFAULTS = {"sup_loss": "w_ce+dice", "unsup_loss": "auto"}
-LR_LAMBDA_SPACE = {"lr": ("log_float", 1e-3, 1e-1), "lambda": ("log_float", 1e-2, 1.0)}
 _LOSS_NOTE = (
     " variant='paper' switches the unsupervised loss to the DHC paper's (CE + Dice) / 2;"
     " sup_loss='wce' gives its CE-only supervised loss."

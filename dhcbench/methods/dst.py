@@ -15,7 +15,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from dhcbench.methods.base import METHODS, Batch, Method, MethodInfo, StepContext, StepOutput
+from dhcbench.methods.base import (
+    LR_LAMBDA_SPACE,
+    METHODS,
+    Batch,
+    Method,
+    MethodInfo,
+    StepContext,
+    StepOutput,
+)
 from dhcbench.methods.losses import ce_plus_dice, class_argmax, masked_ce
 from dhcbench.methods.networks import INITIALISERS, VNetDecoupled
 
@@ -83,5 +91,5 @@ METHODS.add("dst", MethodInfo(
                 " the pseudo head on the other's main-head labels, as DST (reference §8.5,"
                 " §12 item 24).",
     variants=("reference", "fixed"), reference_lambda="1 (train_dst.py default)",
-    search_space={"lr": ("log_float", 1e-3, 1e-1), "lambda": ("log_float", 1e-2, 1.0)},
+    search_space=LR_LAMBDA_SPACE,
 ))

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from dhcbench.benchmark.schedules import schedule_time, sigmoid_rampup
 from dhcbench.methods.base import (
+    LR_LAMBDA_SPACE,
     METHODS,
     Batch,
     Method,
@@ -226,7 +227,7 @@ METHODS.add("uamt", MethodInfo(
                 " with ln 2; variant='fixed' uses the global step and ln K (reference §8.2,"
                 " §12 item 24).",
     variants=("reference", "fixed"), reference_lambda="1 (train_uamt.py default)",
-    search_space={"lr": ("log_float", 1e-3, 1e-1), "lambda": ("log_float", 1e-2, 1.0)},
+    search_space=LR_LAMBDA_SPACE,
 ))
 METHODS.add("basak", MethodInfo(
     key="basak", title="Basak et al.", family="imbalance",
@@ -237,5 +238,5 @@ METHODS.add("basak", MethodInfo(
                 " difficulty score updated once per epoch. The reference takes the EMA decay"
                 " from the epoch; variant='fixed' uses the global step (reference §8.10).",
     variants=("reference", "fixed"), reference_lambda="1 (train_acisis.py default)",
-    search_space={"lr": ("log_float", 1e-3, 1e-1), "lambda": ("log_float", 1e-2, 1.0)},
+    search_space=LR_LAMBDA_SPACE,
 ), aliases=("acisis",))

@@ -26,7 +26,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dhcbench.methods.base import METHODS, Batch, Method, MethodInfo, StepContext, StepOutput
+from dhcbench.methods.base import (
+    LR_LAMBDA_SPACE,
+    METHODS,
+    Batch,
+    Method,
+    MethodInfo,
+    StepContext,
+    StepOutput,
+)
 from dhcbench.methods.losses import class_argmax, negative_dice, soft_dice_per_class
 from dhcbench.methods.networks import SSNetHeads, VNet
 
@@ -176,5 +184,5 @@ METHODS.add("ssnet", MethodInfo(
                 " against a per-class memory. The reference leaves the CE out of the"
                 " supervised loss; variant='fixed' adds it (reference §8.4, §12 item 24).",
     variants=("reference", "fixed"), reference_lambda="1 (train_ssnet.py default)",
-    search_space={"lr": ("log_float", 1e-3, 1e-1), "lambda": ("log_float", 1e-2, 1.0)},
+    search_space=LR_LAMBDA_SPACE,
 ))

@@ -12,7 +12,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from dhcbench.methods.base import METHODS, Batch, Method, MethodInfo, StepContext, StepOutput
+from dhcbench.methods.base import (
+    LR_LAMBDA_SPACE,
+    METHODS,
+    Batch,
+    Method,
+    MethodInfo,
+    StepContext,
+    StepOutput,
+)
 from dhcbench.methods.losses import negative_dice
 from dhcbench.methods.networks import UNet3DDeepSup
 
@@ -64,5 +72,5 @@ METHODS.add("urpc", MethodInfo(
     description="Uncertainty-rectified pyramid consistency between the deep-supervision"
                 " outputs (reference §4.3, §8.3).",
     reference_lambda="1 (train_urpc.py default)",
-    search_space={"lr": ("log_float", 1e-3, 1e-1), "lambda": ("log_float", 1e-2, 1.0)},
+    search_space=LR_LAMBDA_SPACE,
 ))

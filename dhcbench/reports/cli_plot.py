@@ -22,15 +22,6 @@ from dhcbench.reports.runs import LoadedRun, best_method, dataset_of, load_run
 KINDS = ("weights", "classes", "slices", "curves")
 
 
-def weight_series(tracker: Tracker, run_id: str) -> dict[str, dict[str, list]]:
-    """``{branch: {class: [(epoch, weight), …]}}`` from ``train/weight_<branch>/<class>``."""
-    series: dict[str, dict[str, list]] = {}
-    for key, points in tracker.history(run_id, "train/weight_").items():
-        branch, cls = key[len("train/weight_"):].split("/", 1)
-        series.setdefault(branch, {})[cls] = points
-    return series
-
-
 def proportions(loaded: LoadedRun, class_names: Sequence[str]) -> dict[str, float]:
     """Voxel share of every class in the run's labeled set (from its params)."""
     raw = loaded.params.get("split.labeled_voxels", "")
@@ -93,7 +84,7 @@ def plot(tracker: Tracker, kind: str, run_ids: Sequence[str], out: Path,
     if kind in ("weights", "curves"):
         for loaded in runs:
             if kind == "weights":
-                series = weight_series(tracker, loaded.run_id)
+                series = tracker.weight_history(loaded.run_id)
                 if not series:
                     raise UserError(f"run {loaded.run_id} logged no class weights")
                 fig = weight_trajectories(series, class_names_of(loaded),

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
 import pandas as pd
 from rich.console import Console
 
-from dhcbench.benchmark.tracking import ROLE, Tracker, open_tracker
+from dhcbench.benchmark.tracking import ROLE, Tracker, open_tracker, require_store
 from dhcbench.datasets import DATASETS
 from dhcbench.datasets.splits import ratio_tag
 from dhcbench.errors import UserError
@@ -81,10 +80,7 @@ def render_tables(
     tail_k: int = 4,
 ) -> list[Path]:
     """Print one table per (dataset, ratio) and write .md/.tex/.html/.csv files to ``out``."""
-    if uri is None and not os.environ.get("MLFLOW_TRACKING_URI") and not Path(
-            "mlflow.db").is_file():
-        raise UserError("no MLflow store here (no mlflow.db in this folder and no"
-                        " MLFLOW_TRACKING_URI); run `dhcbench run` in this folder first")
+    require_store(uri)
     tracker = open_tracker(uri, experiment)
     tracker.reap_stale()
     runs = tracker.search(f"tags.`{ROLE}` = 'seed' and attributes.status = 'FINISHED'")
