@@ -164,6 +164,7 @@ def test_crash_marks_runs_failed(workdir: Path, monkeypatch) -> None:
         (["--set", "train.nope=1"], "unknown setting train.nope"),
         (["--set", "train.lr=abc"], "train.lr: cannot use 'abc'"),
         (["--variant", "weird"], "variant"),
+        (["--device", "tpu"], "--device 'tpu'"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(

@@ -144,6 +144,12 @@ def plan_run(
     source = DATASETS.get(spec.data.name)
     root = data_root(spec.data.root)
     dspec = source.spec(spec.data.options, spec.data.patch_size, root)
+    device = spec.train.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: CUDA is not available on this machine"
+                        " (use auto or cpu)")
+    if device not in ("auto", "cpu") and not device.startswith(("cuda", "mps")):
+        raise UserError(f"--device {device!r}: use auto, cpu, cuda or cuda:N")
     # Building the method validates its variant and keyword arguments before any run starts.
     method = build_method(spec, dspec)
     _check_writable(Path(spec.tracking.out_dir))

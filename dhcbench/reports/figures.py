@@ -123,9 +123,10 @@ def dice_vs_proportion(
         ranks = [order.index(c) + 1 for c in classes if c in dice]
         right.plot(sorted(ranks), [y for _, y in sorted(zip(ranks, ys, strict=True))],
                    marker=markers[i % len(markers)], label=label)
-    for c in classes:
-        left.annotate(abbreviation(c), (proportions[c], 0), textcoords="offset points",
-                      xytext=(0, -14), ha="center", fontsize=7, rotation=90)
+    for c in classes:  # class names along the top edge, clear of the points
+        left.annotate(abbreviation(c), (proportions[c], 100), textcoords="offset points",
+                      xytext=(0, -3), ha="center", va="top", fontsize=7, rotation=90,
+                      color="dimgray")
     left.set_xscale("log")
     left.set_xlabel("voxel proportion in the labeled set")
     right.set_xticks(range(1, len(order) + 1), [abbreviation(c) for c in order], fontsize=8)
@@ -134,7 +135,7 @@ def dice_vs_proportion(
         ax.set_ylabel("Dice (%)")
         ax.set_ylim(-5, 100)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="center left")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
