@@ -210,3 +210,25 @@ def test_submitit_local_executor_runs_a_two_task_array(workdir: Path, tmp_path: 
     tracker = open_tracker(uri, suite.experiment)
     states = job_states(tracker, suite.jobs)
     assert [states[j.key] for j in suite.jobs] == ["done", "done", "new", "new"]
+
+
+OPEN_STORE = """
+import sys
+from dhcbench.benchmark.tracking import open_tracker
+tracker = open_tracker(sys.argv[1], "race")
+print(tracker.experiment_id)
+"""
+
+
+def test_processes_creating_one_sqlite_store_at_once_all_succeed(tmp_path: Path) -> None:
+    """A job array's tasks open a store that does not exist yet at the same moment; the
+    schema migration must run once, not race (it once failed with
+    ``table _alembic_tmp_tags already exists``)."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    procs = [subprocess.Popen([sys.executable, "-c", OPEN_STORE, uri], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outs = [p.communicate(timeout=240) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], [err[-500:] for _, err in outs]
+    ids = {out.strip() for out, _ in outs}
+    assert len(ids) == 1  # one experiment, created once
+    assert MlflowClient(uri).get_experiment_by_name("race").experiment_id in ids

@@ -143,6 +143,12 @@ def job_states(tracker: Tracker, jobs: Sequence[Job]) -> dict[str, str]:
     return states
 
 
+def _create_stores(jobs: Iterable[Job], uri: str) -> None:
+    """Create the store and every job's experiment here, before parallel workers open them."""
+    for experiment in dict.fromkeys(j.layers[-1]["tracking"]["experiment"] for j in jobs):
+        open_tracker(uri, experiment)
+
+
 def run_job(job: Job, uri: str | None = None) -> str:
     """Train one job (resuming it when it has an unfinished run); returns its final state.
     Top-level and picklable: this is what a SLURM array task executes."""
@@ -189,6 +195,7 @@ def run_local(jobs: Iterable[Job], uri: str | None,
                 on_job(job, result)
         return results
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('mlflow.db').resolve()}"
+    _create_stores(jobs, uri)
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     for gpu in gpus:
@@ -220,6 +227,7 @@ def submit(jobs: Sequence[Job], uri: str | None, folder: Path, cluster: str = "s
     executor.update_parameters(**params)
     uri = (uri or os.environ.get("MLFLOW_TRACKING_URI")
            or f"sqlite:///{Path('mlflow.db').resolve()}")
+    _create_stores(jobs, uri)
     submitted = executor.map_array(run_job, list(jobs), [uri] * len(jobs))
     if wait:
         for job in submitted:

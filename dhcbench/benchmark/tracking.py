@@ -9,10 +9,11 @@ without ending them as FAILED, so nothing stays RUNNING forever.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +160,35 @@ def require_store(uri: str | None) -> None:
                         " or pass --uri")
 
 
+def _sqlite_file(uri: str | None) -> Path | None:
+    """The database file of an ``sqlite:///`` URI (the default store when ``uri`` is None)."""
+    if uri is None:
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///"):])
+
+
+@contextlib.contextmanager
+def sqlite_creation_lock(uri: str | None) -> Iterator[None]:
+    """Hold an exclusive lock on ``<db>.lock`` while an SQLite store is opened (POSIX only;
+    elsewhere, and for server stores, a no-op)."""
+    db = _sqlite_file(uri)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        fcntl = None  # type: ignore[assignment]
+    if db is None or fcntl is None or not db.parent.is_dir():
+        yield
+        return
+    with open(db.with_name(db.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def open_tracker(uri: str | None, experiment: str) -> Tracker:
     """A Tracker, with an actionable error when the store cannot be opened or written."""
     if uri is None and not os.environ.get("MLFLOW_TRACKING_URI"):
@@ -169,10 +199,13 @@ def open_tracker(uri: str | None, experiment: str) -> Tracker:
                 " store here; set MLFLOW_TRACKING_URI or --set tracking.uri=..."
             )
     # Several processes opening a new database store at once (a job array, parallel tuning)
-    # race to create its tables or the experiment; the losers succeed on a second try.
+    # race to create its tables or the experiment. For an SQLite file, a lock file beside it
+    # serialises the creation (its schema migration is not safe to run twice at once); for a
+    # server store the losers succeed on a second try.
     for attempt in range(4):
         try:
-            return Tracker(uri, experiment)
+            with sqlite_creation_lock(uri):
+                return Tracker(uri, experiment)
         except UserError:
             raise
         except Exception as exc:  # MLflow raises several types for unreachable stores

@@ -21,7 +21,7 @@ from typing import Any
 
 from dhcbench.benchmark.runner import Reporter, RunPruned, execute, plan_run
 from dhcbench.benchmark.spec import deep_merge, write_config_file
-from dhcbench.benchmark.tracking import ROLE, Tracker
+from dhcbench.benchmark.tracking import ROLE, Tracker, sqlite_creation_lock
 from dhcbench.errors import UserError
 from dhcbench.methods import METHODS
 
@@ -142,12 +142,13 @@ def tune(
     plan_run(key, dataset, ratio, [seed], base_layers)
     optuna.logging.set_verbosity(logging.WARNING)
     try:
-        study = optuna.create_study(
-            study_name=name, storage=storage or DEFAULT_STORAGE, load_if_exists=True,
-            direction="maximize", sampler=optuna.samplers.TPESampler(
-                seed=seed if sampler_seed is None else sampler_seed),
-            pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
-        )
+        with sqlite_creation_lock(storage or DEFAULT_STORAGE):
+            study = optuna.create_study(
+                study_name=name, storage=storage or DEFAULT_STORAGE, load_if_exists=True,
+                direction="maximize", sampler=optuna.samplers.TPESampler(
+                    seed=seed if sampler_seed is None else sampler_seed),
+                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+            )
     except Exception as exc:  # storage URLs fail in many ways (driver, auth, network)
         raise UserError(f"--storage {storage or DEFAULT_STORAGE}: cannot open the Optuna"
                         f" storage ({type(exc).__name__}: {exc})") from exc
