@@ -255,22 +255,28 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return out
 
 
+def dotted_layer(key: str, value: Any, where: str) -> dict[str, Any]:
+    """``"a.b.c", value`` -> ``{"a": {"b": {"c": value}}}``; ``where`` names the source of
+    the key in the error an empty key raises."""
+    parts = [p for p in str(key).strip().split(".") if p]
+    if not parts:
+        raise UserError(f"{where}: empty setting key")
+    out: dict[str, Any] = {parts[-1]: value}
+    for part in reversed(parts[:-1]):
+        out = {part: out}
+    return out
+
+
 def parse_assignment(text: str) -> dict[str, Any]:
     """``a.b.c=value`` -> ``{"a": {"b": {"c": value}}}``, the value read as YAML."""
     if "=" not in text:
         raise UserError(f"--set {text!r}: expected KEY=VALUE, e.g. train.epochs=50")
     key, raw = text.split("=", 1)
-    parts = [p for p in key.strip().split(".") if p]
-    if not parts:
-        raise UserError(f"--set {text!r}: empty key")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise UserError(f"--set {text!r}: value is not valid YAML ({exc})") from exc
-    out: dict[str, Any] = {parts[-1]: value}
-    for part in reversed(parts[:-1]):
-        out = {part: out}
-    return out
+    return dotted_layer(key, value, f"--set {text!r}")
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from dhcbench.benchmark.runner import Reporter, execute, plan_run, resolve_specs
-from dhcbench.benchmark.spec import deep_merge, spec_key
+from dhcbench.benchmark.spec import deep_merge, dotted_layer, spec_key
 from dhcbench.benchmark.tracking import ROLE, SEED_KEY, Tracker, open_tracker
 from dhcbench.errors import UserError
 
@@ -75,13 +75,7 @@ def _layer(settings: Mapping[str, Any], where: str) -> dict[str, Any]:
     """``{"train.lr": 0.01}`` (dotted keys, typed TOML values) -> a nested override layer."""
     layer: dict[str, Any] = {}
     for key, value in settings.items():
-        parts = [p for p in str(key).split(".") if p]
-        if not parts:
-            raise UserError(f"{where}: empty setting key")
-        node: dict[str, Any] = {parts[-1]: value}
-        for part in reversed(parts[:-1]):
-            node = {part: node}
-        layer = deep_merge(layer, node)
+        layer = deep_merge(layer, dotted_layer(key, value, where))
     return layer
 
 

@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from dhcbench.benchmark.runner import Reporter, RunPruned, execute, plan_run
-from dhcbench.benchmark.spec import deep_merge, write_config_file
+from dhcbench.benchmark.spec import deep_merge, dotted_layer, write_config_file
 from dhcbench.benchmark.tracking import ROLE, Tracker, sqlite_creation_lock
 from dhcbench.errors import UserError
 from dhcbench.methods import METHODS
 
 #: Tuning names that are run-spec settings rather than method keyword arguments.
-SPEC_PARAMS = {"lr": ("train", "lr"), "lambda": ("train", "unsup_weight")}
+SPEC_PARAMS = {"lr": "train.lr", "lambda": "train.unsup_weight"}
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 
 
@@ -69,11 +69,8 @@ def as_layer(values: Mapping[str, Any]) -> dict[str, Any]:
     """Tuned values as a run-spec override layer (``method.kwargs`` or spec settings)."""
     layer: dict[str, Any] = {}
     for name, value in values.items():
-        if name in SPEC_PARAMS:
-            section, key = SPEC_PARAMS[name]
-            layer = deep_merge(layer, {section: {key: value}})
-        else:
-            layer = deep_merge(layer, {"method": {"kwargs": {name: value}}})
+        key = SPEC_PARAMS.get(name, f"method.kwargs.{name}")
+        layer = deep_merge(layer, dotted_layer(key, value, "tuned parameter"))
     return layer
 
 
