@@ -144,12 +144,7 @@ def plan_run(
     source = DATASETS.get(spec.data.name)
     root = data_root(spec.data.root)
     dspec = source.spec(spec.data.options, spec.data.patch_size, root)
-    device = spec.train.device
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: CUDA is not available on this machine"
-                        " (use auto or cpu)")
-    if device not in ("auto", "cpu") and not device.startswith(("cuda", "mps")):
-        raise UserError(f"--device {device!r}: use auto, cpu, cuda or cuda:N")
+    resolve_device(spec.train.device)  # an unusable device fails here, before any run
     # Building the method validates its variant and keyword arguments before any run starts.
     method = build_method(spec, dspec)
     _check_writable(Path(spec.tracking.out_dir))
@@ -177,6 +172,22 @@ def labeled_counts(plan: RunPlan, data_mode: str) -> torch.Tensor:
     """Voxel counts per class (K,) of the labeled ground truth the method trains on."""
     ids = training_ids(plan, data_mode)[0]
     return torch.as_tensor(plan.dataset.class_counts(ids), dtype=torch.int64)
+
+
+def training_sampler(spec: RunSpec, plan: RunPlan, method: Method) -> PatchSampler:
+    """The patch sampler of one seed's training, with ``method`` set up for it (labeled
+    class counts, unlabeled count, iterations per epoch)."""
+    data_mode = METHODS.get(spec.method.name).data_mode
+    labeled, unlabeled = training_ids(plan, data_mode)
+    sampler = PatchSampler(
+        plan.dataset, plan.dataset_spec, labeled, unlabeled,
+        batch_labeled=spec.train.batch_labeled, batch_unlabeled=spec.train.batch_unlabeled,
+        flip=spec.data.flip, seed=spec.seed, mode=data_mode,
+    )
+    method.setup(labeled_counts(plan, data_mode), SetupContext(
+        num_unlabeled=len(plan.split.unlabeled),
+        iterations_per_epoch=spec.train.iters_per_epoch or sampler.iterations_per_epoch()))
+    return sampler
 
 
 def invocation_key(specs: Sequence[RunSpec]) -> str:
@@ -295,16 +306,7 @@ def run_seed(
         torch.use_deterministic_algorithms(True, warn_only=True)
     seed_everything(spec.seed)
     method = build_method(spec, dspec)
-    data_mode = METHODS.get(spec.method.name).data_mode
-    labeled, unlabeled = training_ids(plan, data_mode)
-    sampler = PatchSampler(
-        plan.dataset, dspec, labeled, unlabeled,
-        batch_labeled=spec.train.batch_labeled, batch_unlabeled=spec.train.batch_unlabeled,
-        flip=spec.data.flip, seed=spec.seed, mode=data_mode,
-    )
-    method.setup(labeled_counts(plan, data_mode), SetupContext(
-        num_unlabeled=len(plan.split.unlabeled),
-        iterations_per_epoch=spec.train.iters_per_epoch or sampler.iterations_per_epoch()))
+    sampler = training_sampler(spec, plan, method)
     method.to(device)
     if spec.train.channels_last:
         for net in method.networks.values():

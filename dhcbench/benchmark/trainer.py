@@ -26,6 +26,7 @@ from dhcbench.benchmark import checkpoint
 from dhcbench.benchmark.schedules import poly_lr, unsup_weight
 from dhcbench.benchmark.spec import TrainSpec
 from dhcbench.datasets.loaders import PatchSampler
+from dhcbench.errors import UserError
 from dhcbench.methods.base import Method, StepContext
 from dhcbench.methods.losses import hard_dice_per_class
 
@@ -40,9 +41,15 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU."""
+    """``auto`` -> CUDA when available, else CPU; a device this machine cannot use is a
+    UserError."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine"
+                        " (use auto or cpu)")
+    if name != "cpu" and not name.startswith(("cuda", "mps")):
+        raise UserError(f"--device {name!r}: use auto, cpu, cuda or cuda:N")
     return torch.device(name)
 
 
@@ -248,6 +255,14 @@ class Trainer:
             last_epoch=p.epoch - 1 if p.index == 0 else p.epoch,
             stopped_early=stopped_early, interrupted=interrupted, iterations=p.global_iter,
         )
+
+    def step(self, lr: float, lam: float) -> None:
+        """One training iteration at the current position, starting the next epoch's batch
+        plan when the current one is used up (``dhcbench bench`` times this)."""
+        pos = self.pos
+        if pos.plan is None or pos.index >= len(pos.plan):
+            pos.plan, pos.index = self._plan(), 0
+        self._step(lr, lam)
 
     def _step(self, lr: float, lam: float) -> None:
         pos = self.pos
