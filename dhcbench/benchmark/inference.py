@@ -13,11 +13,16 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from dhcbench.methods.losses import class_argmax
+
+if TYPE_CHECKING:
+    from dhcbench.benchmark.spec import EvalSpec
+    from dhcbench.datasets.base import DatasetSpec
 
 Shape3 = tuple[int, int, int]
 
@@ -83,3 +88,20 @@ def sliding_window_predict(
 def default_stride(patch: Shape3) -> Shape3:
     """patch // 4 per axis: the reference's 16 / 32 / 32 for a 64×128×128 patch."""
     return tuple(max(1, p // 4) for p in patch)  # type: ignore[return-value]
+
+
+def predict_case(
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    image: np.ndarray,
+    dataset: DatasetSpec,
+    evaluation: EvalSpec,
+    device: torch.device,
+    amp: bool = False,
+) -> np.ndarray:
+    """A whole case's label map with a run's evaluation settings: the dataset's patch, the
+    eval stride (default :func:`default_stride`) and window batch, under CUDA autocast when
+    ``amp`` is set and the device is a GPU."""
+    stride = evaluation.stride or default_stride(dataset.patch_size)
+    with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
+        return sliding_window_predict(predict, image, dataset.patch_size, stride,
+                                      dataset.num_classes, device, evaluation.window_batch)

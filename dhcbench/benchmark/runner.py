@@ -25,7 +25,7 @@ import yaml
 from dhcbench import __version__
 from dhcbench.benchmark import checkpoint
 from dhcbench.benchmark.evaluation import COLUMNS, case_rows, summarise
-from dhcbench.benchmark.inference import default_stride, sliding_window_predict
+from dhcbench.benchmark.inference import predict_case
 from dhcbench.benchmark.spec import RunSpec, build_spec, spec_key
 from dhcbench.benchmark.tracking import CHECKPOINT_DIR, KEY, ROLE, SEED_KEY, Tracker
 from dhcbench.benchmark.trainer import Trainer, resolve_device, seed_everything
@@ -269,17 +269,13 @@ def test_method(
     """Sliding-window predictions on the test split, scored under both contracts; also
     returns the first test case with its prediction (for the slices figure)."""
     dspec = plan.dataset_spec
-    stride = spec.eval.stride or default_stride(dspec.patch_size)
     method.eval()
     rows: list[dict[str, object]] = []
     ids = plan.split.test
     first: tuple[EvalCase, np.ndarray] | None = None
     for i, case in enumerate(iter_cases(plan.dataset, dspec, ids)):
-        with torch.autocast(device.type, enabled=spec.train.amp and device.type == "cuda"):
-            pred = sliding_window_predict(
-                method.predict, case.image, dspec.patch_size, stride, dspec.num_classes,
-                device, spec.eval.window_batch,
-            )
+        pred = predict_case(method.predict, case.image, dspec, spec.eval, device,
+                            spec.train.amp)
         rows.extend(case_rows(case.case_id, pred, case.label, dspec.class_names, case.spacing))
         if first is None:
             first = (case, pred)

@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from dhcbench.benchmark.inference import default_stride, sliding_window_predict
+from dhcbench.benchmark.inference import predict_case
 from dhcbench.benchmark.tracking import Tracker
 from dhcbench.datasets.loaders import load_case
 from dhcbench.errors import UserError
@@ -63,12 +64,8 @@ def predictions_for_case(tracker: Tracker, runs: Sequence[LoadedRun], case_id: s
     preds = {}
     for loaded in runs:
         method = best_method(tracker, loaded, dspec)
-        stride = loaded.spec.eval.stride or default_stride(dspec.patch_size)
-        import torch
-
-        preds[loaded.name] = sliding_window_predict(
-            method.predict, case.image, dspec.patch_size, stride, dspec.num_classes,
-            torch.device("cpu"), loaded.spec.eval.window_batch)
+        preds[loaded.name] = predict_case(method.predict, case.image, dspec, loaded.spec.eval,
+                                          torch.device("cpu"))
     return case.image, case.label, preds, case_id, dspec.class_names
 
 

@@ -13,9 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from dhcbench.benchmark.inference import default_stride, sliding_window_predict
+from dhcbench.benchmark.inference import predict_case
 from dhcbench.benchmark.tracking import Tracker
 from dhcbench.benchmark.trainer import resolve_device
 from dhcbench.datasets.geometry import PROFILES, resize_image, resize_label, target_shape
@@ -66,7 +65,6 @@ def predict_images(tracker: Tracker, run_id: str, images: Path, out: Path,
     except OSError as exc:
         raise UserError(f"{out}: cannot create the output folder ({exc.strerror})") from exc
     written = []
-    stride = loaded.spec.eval.stride or default_stride(dspec.patch_size)
     for i, (case, paths) in enumerate(sorted(cases.items())):
         volumes = [read_volume(p) for p in sorted(paths)]
         first = volumes[0]
@@ -82,9 +80,7 @@ def predict_images(tracker: Tracker, run_id: str, images: Path, out: Path,
             channels.append(zscore(data) if (not is_ct or (mri and zscore_mri))
                             else normalise(data, dspec.intensity_window))
         image = channels[0] if len(channels) == 1 else np.stack(channels)
-        with torch.autocast(dev.type, enabled=dev.type == "cuda"):
-            pred = sliding_window_predict(method.predict, image, dspec.patch_size, stride,
-                                          dspec.num_classes, dev, loaded.spec.eval.window_batch)
+        pred = predict_case(method.predict, image, dspec, loaded.spec.eval, dev, amp=True)
         path = out / f"{case}.nii.gz"
         write_label_map(path, resize_label(pred, first.data.shape), first.affine)
         written.append(path)
