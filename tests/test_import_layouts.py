@@ -477,3 +477,28 @@ def test_nnunet_two_channel_dataset_prepares_and_trains(
     monkeypatch.setenv("DHCBENCH_DATA", str(root))
     child = train(tracking_uri, "nnunet2", "nnunet:dataset077-twochannel", 0.2)
     assert child.data.params["data.resolved_patch_size"] == "[16, 32, 32]"
+
+
+def test_case_modality_and_normalisation_rules() -> None:
+    """One rule set serves training (prepared cases) and ``dhcbench predict`` (new images)."""
+    from dhcbench.datasets.loaders import case_modality, normalise_image
+
+    assert case_modality("amos", "amos_0499") == "CT"
+    assert case_modality("amos", "amos_0500") == "MR"
+    assert case_modality("synapse", "0001") == "CT"
+    assert case_modality("nnunet", "case_1", {"0": "MRI"}) == "MR"
+    assert case_modality("nnunet", "case_1", {"0": "ct"}) == "CT"
+    image = np.array([[[-100.0, 0.0], [100.0, 300.0]]], dtype=np.float32)
+    window = (-75.0, 275.0)
+    # The CT window, then min-max: -100 and 300 clip to the ends.
+    expected = np.array([[[0.0, 75 / 350], [175 / 350, 1.0]]], dtype=np.float32)
+    np.testing.assert_allclose(normalise_image(image, "CT", window, {}), expected, rtol=1e-6)
+    # MR cases keep the window unless the dataset was prepared with zscore.
+    np.testing.assert_allclose(normalise_image(image, "MR", window, {}), expected, rtol=1e-6)
+    z = normalise_image(image, "MR", window, {"mri_normalization": "zscore"})
+    np.testing.assert_allclose(z, (image - 75.0) / image.std(), rtol=1e-5)
+    # Multi-channel: CT channels windowed, others z-scored.
+    both = normalise_image(np.stack([image, image]), "CT", window,
+                           {"channel_names": {"0": "CT", "1": "T2"}})
+    np.testing.assert_allclose(both[0], expected, rtol=1e-6)
+    np.testing.assert_allclose(both[1], z, rtol=1e-5)

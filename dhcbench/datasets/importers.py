@@ -38,6 +38,7 @@ from dhcbench.datasets.geometry import (
     resized_spacing,
     target_shape,
 )
+from dhcbench.datasets.loaders import case_modality
 from dhcbench.datasets.nifti import header_shape, read_volume
 from dhcbench.datasets.storage import PreparedCase, PreparedDataset, write_prepared
 from dhcbench.errors import UserError
@@ -187,10 +188,9 @@ def discover_amos(src: Path) -> RawDataset:
             raise UserError(f"{ds_json}: lists {entry.get('image')}, which does not exist")
     cases = []
     for cid, img, lab in pairs:
-        m = re.fullmatch(r"amos_(\d+)", cid)
-        if not m:
+        if not re.fullmatch(r"amos_(\d+)", cid):
             raise UserError(f"{img}: expected an AMOS case named amos_XXXX.nii.gz")
-        cases.append(RawCase(cid, (img,), lab, "MR" if int(m.group(1)) >= 500 else "CT"))
+        cases.append(RawCase(cid, (img,), lab, case_modality("amos", cid)))
     return RawDataset("amos", AMOS_CLASSES, tuple(cases))
 
 
@@ -228,8 +228,7 @@ def discover_nnunet(src: Path) -> RawDataset:
         if len(files) != n_channels:
             raise UserError(f"{files[0]}: case {cid} has {len(files)} channel file(s),"
                             f" dataset.json names {n_channels}")
-        first = str(next(iter(channels.values()))).upper()
-        cases.append(RawCase(cid, tuple(files), lab, "CT" if first == "CT" else "MR"))
+        cases.append(RawCase(cid, tuple(files), lab, case_modality("nnunet", cid, channels)))
     name = str(data.get("name") or src.name)
     return RawDataset(name, names, tuple(cases), n_channels,
                       {"channel_names": {str(k): str(v) for k, v in channels.items()}})
@@ -409,9 +408,8 @@ def prepare_dhc_npy(src: Path, out_root: Path, task: str | None,
             label = label.astype(np.int64)
             if label.min() < 0 or label.max() >= len(classes):
                 raise UserError(f"{lab_path}: label values outside 0..{len(classes) - 1}")
-            modality = "MR" if task == "amos" and re.fullmatch(r"amos_(\d+)", cid) and int(
-                cid.split("_")[1]) >= 500 else "CT"
-            yield PreparedCase(cid, image, label, (1.0, 1.0, 1.0), modality=modality)
+            yield PreparedCase(cid, image, label, (1.0, 1.0, 1.0),
+                               modality=case_modality(task, cid))
 
     done = [0]
 

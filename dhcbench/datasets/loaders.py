@@ -11,8 +11,10 @@ checkpointed, so a resumed run draws the same patches.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,23 +44,41 @@ def zscore(volume: np.ndarray) -> np.ndarray:
     return ((v - float(v.mean())) / (std if std > 0 else 1.0)).astype(np.float32)
 
 
-def normalised_image(ds: PreparedDataset, spec: DatasetSpec, case_id: str) -> np.ndarray:
-    """A case's image as the networks see it: MR cases of a dataset prepared with
+def case_modality(dataset: str, case_id: str,
+                  channel_names: Mapping[str, Any] | None = None) -> str:
+    """``CT`` or ``MR``: AMOS cases ``amos_XXXX`` with XXXX >= 500 are MRI; elsewhere the
+    first channel's name decides (nnU-Net's dataset.json; CT when none is given)."""
+    match = re.fullmatch(r"amos_(\d+)", case_id)
+    if dataset == "amos" and match:
+        return "MR" if int(match.group(1)) >= 500 else "CT"
+    first = str(next(iter((channel_names or {}).values()), "CT")).upper()
+    return "CT" if first == "CT" else "MR"
+
+
+def normalise_image(image: np.ndarray, modality: str, window: tuple[float, float] | None,
+                    meta: Mapping[str, Any]) -> np.ndarray:
+    """An image as the networks see it: MR cases of a dataset prepared with
     ``mri_normalization=zscore`` are z-scored; everything else is clipped to the window and
     min-max normalised (the reference applies its CT window to AMOS MRI too, §2.2).
     Multi-channel images (C, D, H, W) are normalised per channel: channels named CT by the
-    dataset description as above, every other channel z-scored (nnU-Net's convention)."""
-    image = ds.image(case_id)
+    dataset description (``meta["channel_names"]``) as above, every other channel z-scored
+    (nnU-Net's convention)."""
     if image.ndim == 4:
-        names = ds.meta.get("channel_names", {})
+        names = meta.get("channel_names", {})
         return np.stack([
-            normalise(image[c], spec.intensity_window)
+            normalise(image[c], window)
             if str(names.get(str(c), "CT")).upper() == "CT" else zscore(image[c])
             for c in range(image.shape[0])
         ])
-    if ds.cases[case_id].modality == "MR" and ds.meta.get("mri_normalization") == "zscore":
+    if modality == "MR" and meta.get("mri_normalization") == "zscore":
         return zscore(image)
-    return normalise(image, spec.intensity_window)
+    return normalise(image, window)
+
+
+def normalised_image(ds: PreparedDataset, spec: DatasetSpec, case_id: str) -> np.ndarray:
+    """A prepared case's image, normalised by :func:`normalise_image`."""
+    return normalise_image(ds.image(case_id), ds.cases[case_id].modality,
+                           spec.intensity_window, ds.meta)
 
 
 def pad_to_patch(volume: np.ndarray, patch: Shape3) -> np.ndarray:

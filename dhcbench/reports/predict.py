@@ -18,7 +18,7 @@ from dhcbench.benchmark.inference import predict_case
 from dhcbench.benchmark.tracking import Tracker
 from dhcbench.benchmark.trainer import resolve_device
 from dhcbench.datasets.geometry import PROFILES, resize_image, resize_label, target_shape
-from dhcbench.datasets.loaders import normalise, zscore
+from dhcbench.datasets.loaders import case_modality, normalise_image
 from dhcbench.datasets.nifti import read_volume, write_label_map
 from dhcbench.errors import UserError
 from dhcbench.reports.runs import best_method, dataset_of, load_run
@@ -57,8 +57,6 @@ def predict_images(tracker: Tracker, run_id: str, images: Path, out: Path,
     method.to(dev)
     profile = dspec.profile if dspec.profile in PROFILES else "native"
     spacing = ds.meta.get("spacing")
-    zscore_mri = ds.meta.get("mri_normalization") == "zscore"
-    names = ds.meta.get("channel_names", {})
     cases = _case_files(Path(images), dspec.channels)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -71,15 +69,12 @@ def predict_images(tracker: Tracker, run_id: str, images: Path, out: Path,
         if any(v.data.shape != first.data.shape for v in volumes):
             raise UserError(f"{paths[0]}: channels of case {case} differ in shape")
         shape = target_shape(profile, dspec.name, first.data.shape, first.spacing, spacing)
-        channels = []
-        for c, vol in enumerate(volumes):
-            data = resize_image(vol.data, shape)
-            is_ct = str(names.get(str(c), "CT")).upper() == "CT"
-            mri = dspec.name == "amos" and case.startswith("amos_") and int(
-                case.split("_")[1]) >= 500
-            channels.append(zscore(data) if (not is_ct or (mri and zscore_mri))
-                            else normalise(data, dspec.intensity_window))
-        image = channels[0] if len(channels) == 1 else np.stack(channels)
+        data = (volumes[0].data if len(volumes) == 1
+                else np.stack([v.data for v in volumes]))
+        image = normalise_image(
+            resize_image(data, shape),
+            case_modality(dspec.name, case, ds.meta.get("channel_names")),
+            dspec.intensity_window, ds.meta)
         pred = predict_case(method.predict, image, dspec, loaded.spec.eval, dev, amp=True)
         path = out / f"{case}.nii.gz"
         write_label_map(path, resize_label(pred, first.data.shape), first.affine)
