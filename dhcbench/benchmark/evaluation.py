@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from dhcbench.benchmark.metrics import case_metrics
+from dhcbench.datasets.nifti import nifti_files, nifti_stem, read_volume
 from dhcbench.errors import UserError
 
 COLUMNS = ["case", "class", "contract", "metric", "value"]
@@ -63,53 +64,26 @@ def summarise(rows: pd.DataFrame, prefix: str = "test") -> dict[str, float]:
 # -- label maps on disk -------------------------------------------------------------------------
 
 
-def _case_id(path: Path) -> str:
-    name = path.name
-    for suffix in (".nii.gz", ".nii"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
-
-
 def _nifti_files(path: Path, role: str) -> dict[str, Path]:
     if path.is_file():
-        return {_case_id(path): path}
+        return {nifti_stem(path): path}
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.name.endswith((".nii.gz", ".nii")))
+        files = nifti_files(path)
         if not files:
             raise UserError(f"{path}: no .nii.gz or .nii files in the {role} folder")
-        return {_case_id(p): p for p in files}
+        return {nifti_stem(p): p for p in files}
     raise UserError(f"{path}: {role} path does not exist")
 
 
 def read_label_map(path: Path, num_classes: int) -> tuple[np.ndarray, tuple[float, ...]]:
-    """A 3D integer label map and its voxel spacing (mm) from a NIfTI file.
+    """A 3D integer label map and its voxel spacing (mm), both in (z, y, x) order, from a
+    NIfTI file (:func:`dhcbench.datasets.nifti.read_volume`).
 
     Raises UserError naming the file when it is unreadable, not 3D, not integer-valued or
     has values outside ``0 .. num_classes - 1``.
     """
-    import nibabel as nib
-
-    try:
-        img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
-    except Exception as exc:  # nibabel raises many types for broken files
-        raise UserError(f"{path}: unreadable NIfTI file ({type(exc).__name__}: {exc})") from exc
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise UserError(f"{path}: expected a 3D label map, got shape {data.shape}")
-    if not np.issubdtype(data.dtype, np.integer):
-        if not np.all(np.isfinite(data)) or not np.all(np.equal(np.mod(data, 1), 0)):
-            raise UserError(f"{path}: label values are not integers")
-        data = data.astype(np.int64)
-    lo, hi = int(data.min()), int(data.max())
-    if lo < 0 or hi >= num_classes:
-        raise UserError(
-            f"{path}: label values {lo}..{hi} outside the class range 0..{num_classes - 1}"
-        )
-    spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
-    return data.astype(np.uint8 if num_classes <= 256 else np.int32), spacing
+    volume = read_volume(path, label=True, num_classes=num_classes)
+    return volume.data, volume.spacing
 
 
 def evaluate_files(pred: Path, gt: Path, class_names: Sequence[str]) -> pd.DataFrame:

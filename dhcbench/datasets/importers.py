@@ -39,7 +39,13 @@ from dhcbench.datasets.geometry import (
     target_shape,
 )
 from dhcbench.datasets.loaders import case_modality
-from dhcbench.datasets.nifti import header_shape, read_volume
+from dhcbench.datasets.nifti import (
+    header_shape,
+    nifti_files,
+    nifti_stem,
+    read_volume,
+    require_3d,
+)
 from dhcbench.datasets.storage import PreparedCase, PreparedDataset, write_prepared
 from dhcbench.errors import UserError
 
@@ -67,15 +73,6 @@ class RawDataset:
     meta: dict[str, Any] | None = None
 
 
-def _nii_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.name.endswith((".nii.gz", ".nii")))
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    return name[: -len(".nii.gz")] if name.endswith(".nii.gz") else path.stem
-
-
 def _add(found: dict[str, Path], cid: str, path: Path) -> None:
     """Record ``path`` as case ``cid``; a second file for the same id is an error."""
     if cid in found:
@@ -87,7 +84,7 @@ def _add(found: dict[str, Path], cid: str, path: Path) -> None:
 def _by_id(paths: list[Path]) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for path in paths:
-        _add(found, _stem(path), path)
+        _add(found, nifti_stem(path), path)
     return found
 
 
@@ -110,13 +107,13 @@ def discover_synapse(src: Path) -> RawDataset:
     else:
         raise UserError(f"{src}: no img/ and label/ (or imagesTr/ and labelsTr/) folders")
     images, labels = {}, {}
-    for path in _nii_files(src / img_dir):
-        m = re.fullmatch(r"img(\w+)", _stem(path))
+    for path in nifti_files(src / img_dir):
+        m = re.fullmatch(r"img(\w+)", nifti_stem(path))
         if not m:
             raise UserError(f"{path}: expected an image named imgXXXX.nii.gz")
         _add(images, m.group(1), path)
-    for path in _nii_files(src / lab_dir):
-        m = re.fullmatch(r"label(\w+)", _stem(path))
+    for path in nifti_files(src / lab_dir):
+        m = re.fullmatch(r"label(\w+)", nifti_stem(path))
         if not m:
             raise UserError(f"{path}: expected a label named labelXXXX.nii.gz")
         _add(labels, m.group(1), path)
@@ -175,8 +172,8 @@ def discover_amos(src: Path) -> RawDataset:
         if (src / img_dir).is_dir() or (src / lab_dir).is_dir():
             if not (src / img_dir).is_dir() or not (src / lab_dir).is_dir():
                 raise UserError(f"{src}: {img_dir}/ and {lab_dir}/ must come together")
-            images = _by_id(_nii_files(src / img_dir))
-            labels = _by_id(_nii_files(src / lab_dir))
+            images = _by_id(nifti_files(src / img_dir))
+            labels = _by_id(nifti_files(src / lab_dir))
             for cid, img, lab in _pair(images, labels):
                 _add(seen, cid, img)  # the same id in imagesTr and imagesVa
                 pairs.append((cid, img, lab))
@@ -209,11 +206,11 @@ def discover_nnunet(src: Path) -> RawDataset:
     for folder in ("imagesTr", "labelsTr"):
         if not (src / folder).is_dir():
             raise UserError(f"{src / folder}: missing")
-    labels = _by_id(_nii_files(src / "labelsTr"))
+    labels = _by_id(nifti_files(src / "labelsTr"))
     images: dict[str, Path] = {}
     channel_files: dict[str, list[Path]] = {}
-    for path in _nii_files(src / "imagesTr"):
-        m = re.fullmatch(r"(.+)_(\d{4})", _stem(path))
+    for path in nifti_files(src / "imagesTr"):
+        m = re.fullmatch(r"(.+)_(\d{4})", nifti_stem(path))
         if not m:
             raise UserError(f"{path}: expected <case>_XXXX{ending} (nnU-Net channel suffix)")
         channel_files.setdefault(m.group(1), []).append(path)
@@ -244,17 +241,11 @@ DISCOVER: dict[str, Callable[[Path], RawDataset]] = {
 def _precheck(raw: RawDataset) -> None:
     """Header-only pass over every case: 3D and equal shapes, before the heavy pass."""
     for case in raw.cases:
-        shape = header_shape(case.label)
-        if len(shape) not in (3, 4) or (len(shape) == 4 and shape[3] != 1):
-            raise UserError(f"{case.label}: expected a 3D volume, got shape {shape}")
+        shape = require_3d(header_shape(case.label), case.label)
         for img in case.images:
-            ishape = header_shape(img)
-            if len(ishape) == 4 and ishape[3] == 1:
-                ishape = ishape[:3]
-            if len(ishape) != 3:
-                raise UserError(f"{img}: expected a 3D volume, got shape {ishape}")
-            if ishape != shape[:3]:
-                raise UserError(f"{case.label}: shape {shape[:3]} differs from its image's"
+            ishape = require_3d(header_shape(img), img)
+            if ishape != shape:
+                raise UserError(f"{case.label}: shape {shape} differs from its image's"
                                 f" {ishape}")
 
 

@@ -26,6 +26,20 @@ class Volume:
     source_shape: tuple[int, int, int]  # (i, j, k) as stored in the file
 
 
+def nifti_stem(path: Path) -> str:
+    """The file name without ``.nii.gz`` or ``.nii`` (a case id)."""
+    name = path.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def nifti_files(folder: Path) -> list[Path]:
+    """The ``.nii.gz`` and ``.nii`` files of a folder, sorted."""
+    return sorted(p for p in folder.iterdir() if p.name.endswith((".nii.gz", ".nii")))
+
+
 def _load(path: Path):  # noqa: ANN202
     import nibabel as nib
 
@@ -42,18 +56,20 @@ def header_shape(path: Path) -> tuple[int, ...]:
     return tuple(int(s) for s in _load(path).shape)
 
 
-def _as_3d(shape: tuple[int, ...], path: Path) -> None:
+def require_3d(shape: tuple[int, ...], path: Path) -> tuple[int, int, int]:
+    """The 3D shape of a volume (a trailing axis of length 1 dropped); UserError otherwise."""
     if len(shape) == 4 and shape[3] == 1:
-        return
+        shape = shape[:3]
     if len(shape) != 3:
         raise UserError(f"{path}: expected a 3D volume, got shape {shape}")
+    return shape  # type: ignore[return-value]
 
 
 def read_volume(path: Path, *, label: bool = False, num_classes: int | None = None) -> Volume:
     """Read an image (float32, finite) or a label map (integers in ``0..num_classes-1``)."""
     img = _load(path)
     shape = tuple(int(s) for s in img.shape)
-    _as_3d(shape, path)
+    require_3d(shape, path)
     try:
         data = np.asanyarray(img.dataobj) if label else img.get_fdata(dtype=np.float32)
     except Exception as exc:  # truncated gzip streams fail only when the data are read

@@ -19,7 +19,7 @@ from dhcbench.benchmark.tracking import Tracker
 from dhcbench.benchmark.trainer import resolve_device
 from dhcbench.datasets.geometry import PROFILES, resize_image, resize_label, target_shape
 from dhcbench.datasets.loaders import case_modality, normalise_image
-from dhcbench.datasets.nifti import read_volume, write_label_map
+from dhcbench.datasets.nifti import nifti_files, nifti_stem, read_volume, write_label_map
 from dhcbench.errors import UserError
 from dhcbench.reports.runs import best_method, dataset_of, load_run
 
@@ -28,14 +28,14 @@ def _case_files(images: Path, channels: int) -> dict[str, list[Path]]:
     if images.is_file():
         files = [images]
     elif images.is_dir():
-        files = sorted(p for p in images.iterdir() if p.name.endswith((".nii.gz", ".nii")))
+        files = nifti_files(images)
     else:
         raise UserError(f"{images}: images path does not exist")
     if not files:
         raise UserError(f"{images}: no .nii.gz or .nii images")
     cases: dict[str, list[Path]] = {}
     for path in files:
-        stem = path.name[: -len(".nii.gz")] if path.name.endswith(".nii.gz") else path.stem
+        stem = nifti_stem(path)
         if channels > 1 or stem.endswith("_0000"):
             stem = stem.rsplit("_", 1)[0] if "_" in stem else stem
         cases.setdefault(stem, []).append(path)
