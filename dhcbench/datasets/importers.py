@@ -46,7 +46,12 @@ from dhcbench.datasets.nifti import (
     read_volume,
     require_3d,
 )
-from dhcbench.datasets.storage import PreparedCase, PreparedDataset, write_prepared
+from dhcbench.datasets.storage import (
+    PreparedCase,
+    PreparedDataset,
+    first_duplicate,
+    write_prepared,
+)
 from dhcbench.errors import UserError
 
 FORMATS = ("synapse", "amos", "nnunet", "dhc-npy")
@@ -371,8 +376,9 @@ def prepare_dhc_npy(src: Path, out_root: Path, task: str | None,
             ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
             if path.stem.startswith("labeled") and not ids:
                 raise UserError(f"{path}: the labeled list is empty")
-            if len(set(ids)) != len(ids):
-                raise UserError(f"{path}: lists an id twice")
+            dup = first_duplicate(ids)
+            if dup is not None:
+                raise UserError(f"{path}: lists an id twice ({dup})")
             missing = sorted(set(ids) - set(images))
             if missing:
                 raise UserError(f"{path}: id {missing[0]} is not in {npy}")

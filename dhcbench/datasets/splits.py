@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from dhcbench.datasets.manifests import amos_unlabeled_20p, load_manifest
-from dhcbench.datasets.storage import PreparedDataset
+from dhcbench.datasets.storage import PreparedDataset, first_duplicate
 from dhcbench.errors import UserError
 
 
@@ -102,9 +102,8 @@ class Split:
                     f" e.g. {common[0]}"
                 )
         for name in ("train", "eval", "test", "labeled", "unlabeled"):
-            ids = getattr(self, name)
-            if len(set(ids)) != len(ids):
-                dup = sorted(i for i in set(ids) if ids.count(i) > 1)[0]
+            dup = first_duplicate(getattr(self, name))
+            if dup is not None:
                 raise UserError(f"{dataset}: split {name} lists {dup} twice")
         if not self.labeled:
             raise UserError(f"{dataset}: the labeled set is empty")

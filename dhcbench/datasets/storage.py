@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,6 +139,13 @@ def _default_affine(spacing: tuple[float, float, float]) -> np.ndarray:
     return np.diag([*spacing, 1.0])
 
 
+def first_duplicate(ids: Iterable[str]) -> str | None:
+    """The smallest id listed more than once, or None."""
+    counts = Counter(ids)
+    repeated = sorted(i for i, n in counts.items() if n > 1)
+    return repeated[0] if repeated else None
+
+
 def write_prepared(
     dest: Path,
     *,
@@ -211,8 +219,8 @@ def write_prepared(
         if not records:
             raise UserError("no cases to write")
         for split_name, ids in splits.items():
-            if len(set(ids)) != len(ids):
-                dup = sorted(i for i in set(ids) if list(ids).count(i) > 1)[0]
+            dup = first_duplicate(ids)
+            if dup is not None:
                 raise UserError(f"split {split_name!r} lists {dup} twice")
             unknown = sorted(set(ids) - set(records))
             if unknown:
