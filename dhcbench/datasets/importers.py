@@ -25,6 +25,7 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -383,11 +384,10 @@ def prepare_dhc_npy(src: Path, out_root: Path, task: str | None,
             if missing:
                 raise UserError(f"{path}: id {missing[0]} is not in {npy}")
             splits[path.stem] = ids
-    for a in ("train", "eval", "test"):
-        for b in ("train", "eval", "test"):
-            common = sorted(set(splits.get(a, [])) & set(splits.get(b, []))) if a < b else []
-            if common:
-                raise UserError(f"{src / 'splits'}: {a}.txt and {b}.txt share {common[0]}")
+    for a, b in combinations(("eval", "test", "train"), 2):
+        common = sorted(set(splits.get(a, [])) & set(splits.get(b, [])))
+        if common:
+            raise UserError(f"{src / 'splits'}: {a}.txt and {b}.txt share {common[0]}")
 
     def cases() -> Iterator[PreparedCase]:
         for cid, img_path, lab_path in pairs:
