@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -348,15 +348,19 @@ def sweep(
     time: Annotated[int, typer.Option(help="slurm: time limit per task, minutes.")] = 24 * 60,
     max_parallel: Annotated[int, typer.Option(help="slurm: array tasks running at once.")] = 8,
     cpus_per_task: Annotated[int, typer.Option(help="slurm: CPU cores per task.")] = 8,
+    workers: Annotated[int | None, typer.Option(help="local: worker processes (default: one per visible GPU; on a CPU two, sharing the cores).")] = None,
     logs: Annotated[Path, typer.Option(help="slurm: folder for submitit's logs and pickles.")] = Path("dhcbench-runs/submitit"),
 ) -> None:
     """Run a whole suite: finished runs are skipped, interrupted ones resumed."""
+    from dhcbench.benchmark.progress import RichReporter
     from dhcbench.benchmark.sweep import job_states, load_suite, run_local, submit
     from dhcbench.benchmark.tracking import open_tracker
 
     try:
         if executor not in ("local", "slurm"):
             raise UserError(f"--executor {executor!r}: use local or slurm")
+        if workers is not None and workers < 1:
+            raise UserError(f"--workers {workers}: needs at least 1")
         plan = load_suite(suite)
         tracker = open_tracker(None, plan.experiment)
         tracker.reap_stale()
@@ -375,7 +379,17 @@ def sweep(
             console.print(f"submitted {len(jobs)} array task(s): {', '.join(j.job_id for j in jobs[:5])}"
                           f"{' …' if len(jobs) > 5 else ''}; logs in {logs}")
             return
-        run_local(todo, None, lambda job, result: console.print(f"{job.label}: {result}"))
+        with RichReporter(console) as reporter:
+            bar = reporter.progress_callback(f"suite {plan.name}")
+            bar(0, len(todo))
+            finished = [0]
+
+            def on_job(job: Any, result: str) -> None:
+                finished[0] += 1
+                reporter.progress.console.print(f"{job.label}: {result}", markup=False)
+                bar(finished[0], len(todo))
+
+            run_local(todo, None, on_job, workers=workers)
         console.print(f"suite {plan.name}: {len(todo)} run(s) done; see `dhcbench table --experiment {plan.experiment}`")
     except UserError as exc:
         _fail(str(exc))

@@ -16,7 +16,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from dhcbench.benchmark.sweep import job_states, load_suite, submit
+from dhcbench.benchmark.sweep import job_states, load_suite, submit, worker_slots
 from dhcbench.benchmark.tracking import open_tracker
 from dhcbench.cli import app
 
@@ -186,6 +186,21 @@ def test_shipped_suites_plan_the_paper_tables() -> None:
     assert len(load_suite("ablation").jobs) == 8 * 3
     assert {j.ratio for j in load_suite("amos-5p").jobs} == {0.05}
     assert len({j.key for j in load_suite("phantom").jobs}) == 4
+    # the phantom benchmark: table 1's methods and both bounds, 20 %, the paper's seeds
+    paper = load_suite("phantom-paper")
+    assert len({j.key for j in paper.jobs}) == 14 * 3
+    assert {"fully", "labeled-only", "cps", "dhc"} <= {j.method for j in paper.jobs}
+    assert {j.ratio for j in paper.jobs} == {0.2} and {j.seed for j in paper.jobs} == {0, 1, 666}
+
+
+def test_worker_slots_share_cpu_cores_or_pin_gpus() -> None:
+    assert worker_slots(None, [], cores=2) == [("cpu", 1), ("cpu", 1)]
+    assert worker_slots(None, [], cores=16) == [("cpu", 8), ("cpu", 8)]
+    assert worker_slots(1, [], cores=2) == [("cpu", 2)]
+    assert worker_slots(4, [], cores=2) == [("cpu", 1)] * 4
+    assert worker_slots(None, [], cores=1) == [("cpu", 1)]
+    assert worker_slots(None, ["0", "3"]) == [("gpu", "0"), ("gpu", "3")]
+    assert worker_slots(1, ["0", "3"]) == [("gpu", "0")]
 
 
 def test_suite_errors(tmp_path: Path) -> None:
@@ -199,6 +214,8 @@ def test_suite_errors(tmp_path: Path) -> None:
     assert res.exit_code == 2 and "missing 'datasets'" in res.stderr
     res = runner.invoke(app, ["sweep", "no-such-suite"])
     assert res.exit_code == 2 and "shipped:" in res.stderr
+    res = runner.invoke(app, ["sweep", "phantom", "--workers", "0"])
+    assert res.exit_code == 2 and "--workers 0" in res.stderr
 
 
 def test_submitit_local_executor_runs_a_two_task_array(workdir: Path, tmp_path: Path) -> None:

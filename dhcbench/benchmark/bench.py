@@ -19,7 +19,13 @@ from pathlib import Path
 
 import torch
 
-from dhcbench.benchmark.runner import RunPlan, build_method, plan_run, training_sampler
+from dhcbench.benchmark.runner import (
+    RunPlan,
+    build_method,
+    place_method,
+    plan_run,
+    training_sampler,
+)
 from dhcbench.benchmark.trainer import Trainer, resolve_device, seed_everything
 
 
@@ -41,10 +47,12 @@ def time_method(plan: RunPlan, steps: int, warmup: int) -> StepTiming:
     """Median step time of the plan's method over ``steps`` steps after ``warmup``."""
     spec = plan.specs[0]
     device = resolve_device(spec.train.device)
+    if spec.train.threads:
+        torch.set_num_threads(spec.train.threads)
     seed_everything(spec.seed)
     method = build_method(spec, plan.dataset_spec)
     sampler = training_sampler(spec, plan, method)
-    method.to(device)
+    place_method(method, spec, device)
     trainer = Trainer(spec.train, method, sampler, [], plan.dataset_spec.class_names,
                       Path(spec.tracking.out_dir), device, log=lambda metrics, step: None)
     times = []

@@ -33,7 +33,7 @@ def window_starts(size: int, patch: int, stride: int) -> list[int]:
     return [min(stride * i, size - patch) for i in range(n)]
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def sliding_window_probs(
     predict: Callable[[torch.Tensor], torch.Tensor],
     image: np.ndarray,

@@ -284,6 +284,18 @@ def test_method(
     return pd.DataFrame(rows, columns=COLUMNS), first
 
 
+def place_method(method: Method, spec: RunSpec, device: torch.device) -> None:
+    """Move the method to its device in the memory format the spec asks for (channels-last
+    3D) and compile its networks when asked: what training and ``dhcbench bench`` share."""
+    method.to(device)
+    if spec.train.channels_last:
+        for net in method.networks.values():
+            net.to(memory_format=torch.channels_last_3d)
+    if spec.train.compile:
+        for net in method.networks.values():
+            net.compile()
+
+
 def run_seed(
     spec: RunSpec,
     plan: RunPlan,
@@ -303,13 +315,7 @@ def run_seed(
     seed_everything(spec.seed)
     method = build_method(spec, dspec)
     sampler = training_sampler(spec, plan, method)
-    method.to(device)
-    if spec.train.channels_last:
-        for net in method.networks.values():
-            net.to(memory_format=torch.channels_last_3d)
-    if spec.train.compile:
-        for net in method.networks.values():
-            net.compile()
+    place_method(method, spec, device)
     trainer = Trainer(
         spec.train, method, sampler, centre_crops(plan.dataset, dspec, plan.split.eval),
         dspec.class_names, ckpt_dir, device,

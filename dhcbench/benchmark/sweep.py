@@ -155,8 +155,15 @@ def run_job(job: Job, uri: str | None = None) -> str:
     return "trained"
 
 
-def _pin_gpu(queue: Any) -> None:
-    os.environ["CUDA_VISIBLE_DEVICES"] = str(queue.get())
+def _pin_worker(queue: Any) -> None:
+    """Worker initializer: take one slot (a GPU index, or a CPU thread count) from the queue."""
+    kind, value = queue.get()
+    if kind == "gpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(value)
+    else:
+        import torch
+
+        torch.set_num_threads(int(value))
 
 
 def visible_gpus() -> list[str]:
@@ -170,18 +177,42 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(count)]
 
 
+def cpu_workers(cores: int | None = None) -> int:
+    """Default number of CPU worker processes: two where there are at least two cores.
+
+    Measured on a 2-core CPU (phantom, F=8): two single-threaded processes train
+    about 1.3 times as many steps per second together as one process on two threads,
+    since the small 3D convolutions of a CPU-sized V-Net do not scale across threads."""
+    cores = cores or os.cpu_count() or 1
+    return 2 if cores >= 2 else 1
+
+
+def worker_slots(workers: int | None, gpus: Sequence[str],
+                 cores: int | None = None) -> list[tuple[str, Any]]:
+    """One slot per worker process: a GPU each where GPUs are visible, else a share of the
+    CPU cores (``cores // workers`` threads each)."""
+    if gpus:
+        n = len(gpus) if workers is None else max(1, min(workers, len(gpus)))
+        return [("gpu", g) for g in gpus[:n]]
+    cores = cores or os.cpu_count() or 1
+    n = cpu_workers(cores) if workers is None else max(1, workers)
+    return [("cpu", max(1, cores // n))] * n
+
+
 def run_local(jobs: Iterable[Job], uri: str | None,
               on_job: Callable[[Job, str], None] | None = None,
-              gpus: Sequence[str] | None = None) -> list[str]:
-    """Run the jobs here: one after another, or — with several GPUs visible — one worker
-    process per GPU (``CUDA_VISIBLE_DEVICES`` pinned per worker), each taking the next job."""
+              gpus: Sequence[str] | None = None, workers: int | None = None) -> list[str]:
+    """Run the jobs here with one worker process per slot (:func:`worker_slots`): one per
+    GPU (``CUDA_VISIBLE_DEVICES`` pinned per worker), or on a CPU ``workers`` processes
+    sharing the cores; each worker takes the next job. One slot runs in this process."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     jobs = list(jobs)
     gpus = visible_gpus() if gpus is None else list(gpus)
+    slots = worker_slots(workers, gpus)
     results: list[str] = []
-    if len(gpus) <= 1 or len(jobs) <= 1:
+    if len(slots) <= 1 or len(jobs) <= 1:
         for job in jobs:
             result = run_job(job, uri)
             results.append(result)
@@ -192,9 +223,9 @@ def run_local(jobs: Iterable[Job], uri: str | None,
     _create_stores(jobs, uri)
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    for gpu in gpus:
-        queue.put(gpu)
-    with ProcessPoolExecutor(len(gpus), mp_context=ctx, initializer=_pin_gpu,
+    for slot in slots:
+        queue.put(slot)
+    with ProcessPoolExecutor(len(slots), mp_context=ctx, initializer=_pin_worker,
                              initargs=(queue,)) as pool:
         futures = {pool.submit(run_job, job, uri): job for job in jobs}
         for future in as_completed(futures):

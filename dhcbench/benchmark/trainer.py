@@ -309,7 +309,7 @@ class Trainer:
         self.log(metrics, pos.epoch)
         pos.sums, pos.count = {}, 0
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def validate(self) -> np.ndarray:
         """Hard Dice (%) per foreground class on one centred patch per eval case (reference
         §5: averaged over cases; a class absent from both scores 50)."""
