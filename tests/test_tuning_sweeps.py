@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -16,7 +17,14 @@ import yaml
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
-from dhcbench.benchmark.sweep import job_states, load_suite, submit, worker_slots
+from dhcbench.benchmark.sweep import (
+    Job,
+    job_states,
+    load_suite,
+    run_local,
+    submit,
+    worker_slots,
+)
 from dhcbench.benchmark.tracking import open_tracker
 from dhcbench.cli import app
 
@@ -191,6 +199,30 @@ def test_shipped_suites_plan_the_paper_tables() -> None:
     assert len({j.key for j in paper.jobs}) == 14 * 3
     assert {"fully", "labeled-only", "cps", "dhc"} <= {j.method for j in paper.jobs}
     assert {j.ratio for j in paper.jobs} == {0.2} and {j.seed for j in paper.jobs} == {0, 1, 666}
+
+
+def _fail_on_seed_one(job, uri):  # noqa: ANN001, ANN202 - a picklable stand-in for run_job
+    del uri
+    (Path(os.environ["DHCBENCH_TEST_MARKERS"]) / str(job.seed)).write_text("")
+    if job.seed == 1:
+        raise RuntimeError("job failed")
+    time.sleep(0.5)
+    return f"ran {job.seed}"
+
+
+def test_a_failing_job_stops_the_sweep_and_cancels_queued_jobs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    markers = tmp_path / "started"
+    markers.mkdir()
+    monkeypatch.setenv("DHCBENCH_TEST_MARKERS", str(markers))
+    layers = ({"tracking": {"experiment": "cancel"}},)
+    jobs = [Job("cps", "phantom", 0.2, seed, layers) for seed in range(12)]
+    with pytest.raises(RuntimeError, match="job failed"):
+        run_local(jobs, f"sqlite:///{tmp_path / 'mlflow.db'}", None, gpus=[], workers=2,
+                  task=_fail_on_seed_one)
+    started = {int(p.name) for p in markers.iterdir()}
+    # the failing job and those already handed to a worker ran; the queued rest never did
+    assert {0, 1} <= started and len(started) <= 8
 
 
 def test_worker_slots_share_cpu_cores_or_pin_gpus() -> None:

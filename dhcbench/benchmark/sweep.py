@@ -201,10 +201,16 @@ def worker_slots(workers: int | None, gpus: Sequence[str],
 
 def run_local(jobs: Iterable[Job], uri: str | None,
               on_job: Callable[[Job, str], None] | None = None,
-              gpus: Sequence[str] | None = None, workers: int | None = None) -> list[str]:
+              gpus: Sequence[str] | None = None, workers: int | None = None,
+              task: Callable[[Job, str | None], str] = run_job) -> list[str]:
     """Run the jobs here with one worker process per slot (:func:`worker_slots`): one per
     GPU (``CUDA_VISIBLE_DEVICES`` pinned per worker), or on a CPU ``workers`` processes
-    sharing the cores; each worker takes the next job. One slot runs in this process."""
+    sharing the cores; each worker takes the next job. One slot runs in this process.
+
+    A job that fails or is interrupted (Ctrl-C reaches the workers too: each saves its run
+    and marks it KILLED) stops the sweep: jobs not yet started are cancelled, so a second
+    ``dhcbench sweep`` resumes where this one stopped. ``task`` is what runs a job
+    (:func:`run_job`; top-level and picklable)."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -214,7 +220,7 @@ def run_local(jobs: Iterable[Job], uri: str | None,
     results: list[str] = []
     if len(slots) <= 1 or len(jobs) <= 1:
         for job in jobs:
-            result = run_job(job, uri)
+            result = task(job, uri)
             results.append(result)
             if on_job is not None:
                 on_job(job, result)
@@ -225,14 +231,19 @@ def run_local(jobs: Iterable[Job], uri: str | None,
     queue = ctx.Queue()
     for slot in slots:
         queue.put(slot)
-    with ProcessPoolExecutor(len(slots), mp_context=ctx, initializer=_pin_worker,
-                             initargs=(queue,)) as pool:
-        futures = {pool.submit(run_job, job, uri): job for job in jobs}
+    pool = ProcessPoolExecutor(len(slots), mp_context=ctx, initializer=_pin_worker,
+                               initargs=(queue,))
+    try:
+        futures = {pool.submit(task, job, uri): job for job in jobs}
         for future in as_completed(futures):
             result = future.result()
             results.append(result)
             if on_job is not None:
                 on_job(futures[future], result)
+    finally:
+        # On an error or an interrupt the queued jobs must not start: cancel them, then
+        # wait for the running ones to close their runs.
+        pool.shutdown(wait=True, cancel_futures=True)
     return results
 
 
