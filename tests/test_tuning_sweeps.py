@@ -199,6 +199,11 @@ def test_shipped_suites_plan_the_paper_tables() -> None:
     assert len({j.key for j in paper.jobs}) == 14 * 3
     assert {"fully", "labeled-only", "cps", "dhc"} <= {j.method for j in paper.jobs}
     assert {j.ratio for j in paper.jobs} == {0.2} and {j.seed for j in paper.jobs} == {0, 1, 666}
+    # its bounds, run alone for calibration, are the same runs (same keys, same experiment)
+    bounds = load_suite("phantom-bounds")
+    assert {j.key for j in bounds.jobs} == {j.key for j in paper.jobs
+                                             if j.method in ("fully", "labeled-only")}
+    assert bounds.experiment == paper.experiment
 
 
 def _fail_on_seed_one(job, uri):  # noqa: ANN001, ANN202 - a picklable stand-in for run_job
