@@ -353,6 +353,7 @@ def sweep(
 ) -> None:
     """Run a whole suite: finished runs are skipped, interrupted ones resumed."""
     from dhcbench.benchmark.progress import RichReporter
+    from dhcbench.benchmark.runner import RunInterrupted
     from dhcbench.benchmark.sweep import job_states, load_suite, run_local, submit
     from dhcbench.benchmark.tracking import open_tracker
 
@@ -393,6 +394,10 @@ def sweep(
         console.print(f"suite {plan.name}: {len(todo)} run(s) done; see `dhcbench table --experiment {plan.experiment}`")
     except UserError as exc:
         _fail(str(exc))
+    except (RunInterrupted, KeyboardInterrupt) as exc:
+        err_console.print(f"interrupted: {exc or 'KeyboardInterrupt'}; queued runs cancelled,"
+                          " running ones marked KILLED. Run the same sweep again to resume.")
+        raise typer.Exit(130) from None
 
 
 @app.command()

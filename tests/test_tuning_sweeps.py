@@ -230,6 +230,56 @@ def test_a_failing_job_stops_the_sweep_and_cancels_queued_jobs(
     assert {0, 1} <= started and len(started) <= 8
 
 
+def _slow_job(job, uri):  # noqa: ANN001, ANN202 - a picklable stand-in for run_job
+    del uri
+    (Path(os.environ["DHCBENCH_TEST_MARKERS"]) / str(os.getpid())).write_text(str(job.seed))
+    time.sleep(30.0)
+    return "ran"
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process exists and is not a zombie waiting to be reaped."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def test_sigterm_stops_the_sweep_and_its_workers(tmp_path: Path) -> None:
+    """A sweep killed with SIGTERM stops its workers at once instead of leaving them to
+    finish their runs (and start queued ones) as orphans."""
+    if not Path("/proc/self/status").is_file():
+        pytest.skip("needs /proc to see the worker processes")
+    markers = tmp_path / "started"
+    markers.mkdir()
+    script = (
+        "from tests.test_tuning_sweeps import _slow_job\n"
+        "from dhcbench.benchmark.sweep import Job, run_local\n"
+        "layers = ({'tracking': {'experiment': 'term'}},)\n"
+        "jobs = [Job('cps', 'phantom', 0.2, s, layers) for s in range(6)]\n"
+        f"run_local(jobs, 'sqlite:///{tmp_path / 'mlflow.db'}', None, gpus=[], workers=2,"
+        " task=_slow_job)\n"
+    )
+    env = {**os.environ, "DHCBENCH_TEST_MARKERS": str(markers)}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env,
+                            cwd=Path(__file__).resolve().parents[1])
+    deadline = time.monotonic() + 120
+    while len(list(markers.iterdir())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    workers = [int(p.name) for p in markers.iterdir()]
+    assert len(workers) == 2, "the workers never started"
+    proc.terminate()
+    assert proc.wait(timeout=60) != 0
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    survivors = [pid for pid in workers if _alive(pid)]
+    for pid in survivors:  # do not leave them behind when the check fails
+        os.kill(pid, 9)
+    assert not survivors, "worker processes outlived the killed sweep"
+
+
 def test_worker_slots_share_cpu_cores_or_pin_gpus() -> None:
     assert worker_slots(None, [], cores=2) == [("cpu", 1), ("cpu", 1)]
     assert worker_slots(None, [], cores=16) == [("cpu", 8), ("cpu", 8)]

@@ -23,9 +23,12 @@ checkpoint, the rest start fresh — so running a suite twice trains each run on
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
 import tomllib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from itertools import product
@@ -233,18 +236,45 @@ def run_local(jobs: Iterable[Job], uri: str | None,
         queue.put(slot)
     pool = ProcessPoolExecutor(len(slots), mp_context=ctx, initializer=_pin_worker,
                                initargs=(queue,))
-    try:
-        futures = {pool.submit(task, job, uri): job for job in jobs}
-        for future in as_completed(futures):
-            result = future.result()
-            results.append(result)
-            if on_job is not None:
-                on_job(futures[future], result)
-    finally:
-        # On an error or an interrupt the queued jobs must not start: cancel them, then
-        # wait for the running ones to close their runs.
-        pool.shutdown(wait=True, cancel_futures=True)
+    with _sigterm_as_interrupt():
+        try:
+            futures = {pool.submit(task, job, uri): job for job in jobs}
+            for future in as_completed(futures):
+                result = future.result()
+                results.append(result)
+                if on_job is not None:
+                    on_job(futures[future], result)
+        except KeyboardInterrupt:
+            # Ctrl-C reaches the workers by itself; a SIGTERM sent to this process alone
+            # is passed on, so that every running run saves its state and closes as KILLED.
+            for process in list(getattr(pool, "_processes", {}).values()):
+                if process.is_alive():
+                    process.terminate()
+            raise
+        finally:
+            # On an error or an interrupt the queued jobs must not start: cancel them, then
+            # wait for the running ones to close their runs.
+            pool.shutdown(wait=True, cancel_futures=True)
     return results
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises KeyboardInterrupt in this (main) thread, so that a
+    killed sweep stops its workers instead of leaving them to run the queued jobs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        del signum, frame
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def submit(jobs: Sequence[Job], uri: str | None, folder: Path, cluster: str = "slurm",
