@@ -47,8 +47,6 @@ def time_method(plan: RunPlan, steps: int, warmup: int) -> StepTiming:
     """Median step time of the plan's method over ``steps`` steps after ``warmup``."""
     spec = plan.specs[0]
     device = resolve_device(spec.train.device)
-    if spec.train.threads:
-        torch.set_num_threads(spec.train.threads)
     seed_everything(spec.seed)
     method = build_method(spec, plan.dataset_spec)
     sampler = training_sampler(spec, plan, method)

@@ -285,8 +285,11 @@ def test_method(
 
 
 def place_method(method: Method, spec: RunSpec, device: torch.device) -> None:
-    """Move the method to its device in the memory format the spec asks for (channels-last
-    3D) and compile its networks when asked: what training and ``dhcbench bench`` share."""
+    """Set the spec's CPU thread count, move the method to its device in the memory format
+    the spec asks for (channels-last 3D) and compile its networks when asked: what training
+    and ``dhcbench bench`` share."""
+    if spec.train.threads:
+        torch.set_num_threads(spec.train.threads)
     method.to(device)
     if spec.train.channels_last:
         for net in method.networks.values():
@@ -308,8 +311,6 @@ def run_seed(
     """Train and test one seed inside its (open) child run; returns its test metrics."""
     dspec = plan.dataset_spec
     device = resolve_device(spec.train.device)
-    if spec.train.threads:
-        torch.set_num_threads(spec.train.threads)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
     seed_everything(spec.seed)
