@@ -204,6 +204,12 @@ def test_shipped_suites_plan_the_paper_tables() -> None:
     assert {j.key for j in bounds.jobs} == {j.key for j in paper.jobs
                                              if j.method in ("fully", "labeled-only")}
     assert bounds.experiment == paper.experiment
+    # the demo: CPS and DHC, seed 0, the same runs as `dhcbench run` makes in the default
+    # experiment, where `dhcbench table --dataset phantom` reads them
+    demo = load_suite("phantom-demo")
+    assert sorted((j.method, j.seed) for j in demo.jobs) == [("cps", 0), ("dhc", 0)]
+    assert demo.experiment == "dhcbench"
+    assert {j.key for j in demo.jobs} <= {j.key for j in paper.jobs}
 
 
 def _fail_on_seed_one(job, uri):  # noqa: ANN001, ANN202 - a picklable stand-in for run_job

@@ -9,9 +9,9 @@ imbalance baselines address, so the phantom exercises the same failure mode at C
 Generator version 2 was calibrated with the two bounds only (``fully`` and ``labeled-only``,
 never the semi-supervised methods): organ sizes in voxels, contrast, noise, the volume and
 patch size and the preset (:meth:`PhantomSource.preset`) were set so that the
-fully-supervised V-Net learns the organs on a CPU (all but the two adrenal glands in the
-preset's 400 steps, every one in 800) while the labeled-only one stays well below it, and
-were frozen before any semi-supervised method ran on it.
+fully-supervised V-Net learns every organ on a CPU in the preset's 500 steps (81.8 % mean
+test Dice over seeds 0, 1, 666, every class at 50 % or more) while the labeled-only one stays
+about 20 points below it, and were frozen before the benchmark suite ran.
 
 Shapes: solid organs are ellipsoids deformed by smooth noise; the aorta, IVC, esophagus and
 portal/splenic veins are curved tubes; the stomach is hollow (wall and lumen of different
@@ -428,12 +428,14 @@ class PhantomSource:
     def preset(self, ratio: float) -> dict[str, Any]:
         """CPU-sized schedule, the same for every method: 16-filter V-Nets (8 filters leave
         the 14-class head too narrow to learn more than the largest organs), SGD at lr 0.2,
-        20 epochs of 20 iterations (400 steps), evaluation every 2 epochs, no early stop.
-        Chosen with the two bounds only (``fully``, ``labeled-only``)."""
+        25 epochs of 20 iterations (500 steps) with poly decay of power 0.3 (the reference's
+        0.9 lowers the rate too early for the adrenal glands to be learned in 500 steps),
+        evaluation every 2 epochs, no early stop. Chosen with the two bounds only
+        (``fully``, ``labeled-only``)."""
         del ratio
         return {
-            "train": {"epochs": 19, "iters_per_epoch": 20, "base_filters": 16, "lr": 0.2,
-                      "eval_interval": 2, "patience": None},
+            "train": {"epochs": 24, "iters_per_epoch": 20, "base_filters": 16, "lr": 0.2,
+                      "poly_power": 0.3, "eval_interval": 2, "patience": None},
         }
 
 
