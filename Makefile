@@ -9,8 +9,9 @@ install:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install torch==2.13.0
 	$(PYTHON) -m pip install -e ".[dev]"
 
+# Looks the packages up without importing them (importing torch and mlflow takes seconds).
 ensure:
-	@$(PYTHON) -c "import torch, dhcbench, pytest, medpy, mlflow" 2>/dev/null || $(MAKE) install
+	@$(PYTHON) -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in ('torch', 'dhcbench', 'pytest', 'medpy', 'mlflow')))" 2>/dev/null || $(MAKE) install
 
 test: ensure
 	$(PYTHON) -m pytest
