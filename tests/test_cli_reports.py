@@ -93,3 +93,15 @@ def test_predict_writes_label_maps_on_the_source_grid(runs: dict, tmp_path: Path
     data = np.asarray(pred.dataobj)
     assert data.dtype == np.uint8 and data.max() < 14
     assert os.path.getsize(tmp_path / "out" / "x.nii.gz") > 0
+
+
+def test_reading_tables_does_not_load_torch() -> None:
+    """`dhcbench table` only reads MLflow: importing its module must not import torch (about
+    2 s of every table command)."""
+    import subprocess
+    import sys
+
+    code = "import sys, dhcbench.reports.cli_table; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "False"

@@ -481,7 +481,7 @@ def test_nnunet_two_channel_dataset_prepares_and_trains(
 
 def test_case_modality_and_normalisation_rules() -> None:
     """One rule set serves training (prepared cases) and ``dhcbench predict`` (new images)."""
-    from dhcbench.datasets.loaders import case_modality, normalise_image
+    from dhcbench.datasets.intensity import case_modality, normalise_image
 
     assert case_modality("amos", "amos_0499") == "CT"
     assert case_modality("amos", "amos_0500") == "MR"

@@ -19,8 +19,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from dhcbench.errors import UserError
 
@@ -58,6 +56,9 @@ def resize_image(volume: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     """Trilinear resize (align_corners False) of a (D, H, W) or (C, D, H, W) float volume."""
     if tuple(volume.shape[-3:]) == tuple(shape):
         return np.asarray(volume, dtype=np.float32)
+    import torch  # imported here: modules that only read data or results need no torch
+    import torch.nn.functional as F
+
     t = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))
     t = t[None, None] if t.ndim == 3 else t[None]
     out = F.interpolate(t, size=tuple(int(s) for s in shape), mode="trilinear",
@@ -71,6 +72,9 @@ def resize_label(label: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     reference), keeping the dtype."""
     if tuple(label.shape) == tuple(shape):
         return np.asarray(label)
+    import torch
+    import torch.nn.functional as F
+
     t = torch.from_numpy(np.ascontiguousarray(label).astype(np.float32))[None, None]
     out = F.interpolate(t, size=tuple(int(s) for s in shape), mode="nearest")[0, 0]
     return out.numpy().astype(label.dtype)

@@ -39,7 +39,7 @@ from dhcbench.datasets.geometry import (
     resized_spacing,
     target_shape,
 )
-from dhcbench.datasets.loaders import case_modality
+from dhcbench.datasets.intensity import case_modality
 from dhcbench.datasets.nifti import (
     header_shape,
     nifti_files,

@@ -11,68 +11,18 @@ checkpointed, so a resumed run draws the same patches.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
 from dhcbench.datasets.base import DatasetSpec
+from dhcbench.datasets.intensity import normalise_image
 from dhcbench.datasets.storage import PreparedDataset
 from dhcbench.methods.base import Batch
 
 Shape3 = tuple[int, int, int]
-
-
-def normalise(volume: np.ndarray, window: tuple[float, float] | None) -> np.ndarray:
-    """Clip to ``window`` then min-max the whole volume to [0, 1] (reference §2.3); float32."""
-    v = np.asarray(volume, dtype=np.float32)
-    if window is not None:
-        v = np.clip(v, window[0], window[1])
-    lo, hi = float(v.min()), float(v.max())
-    if hi <= lo:
-        return np.zeros_like(v)
-    return ((v - lo) / (hi - lo)).astype(np.float32)
-
-
-def zscore(volume: np.ndarray) -> np.ndarray:
-    """(v - mean) / std of the whole volume, float32 (``--mri-normalization zscore``)."""
-    v = np.asarray(volume, dtype=np.float32)
-    std = float(v.std())
-    return ((v - float(v.mean())) / (std if std > 0 else 1.0)).astype(np.float32)
-
-
-def case_modality(dataset: str, case_id: str,
-                  channel_names: Mapping[str, Any] | None = None) -> str:
-    """``CT`` or ``MR``: AMOS cases ``amos_XXXX`` with XXXX >= 500 are MRI; elsewhere the
-    first channel's name decides (nnU-Net's dataset.json; CT when none is given)."""
-    match = re.fullmatch(r"amos_(\d+)", case_id)
-    if dataset == "amos" and match:
-        return "MR" if int(match.group(1)) >= 500 else "CT"
-    first = str(next(iter((channel_names or {}).values()), "CT")).upper()
-    return "CT" if first == "CT" else "MR"
-
-
-def normalise_image(image: np.ndarray, modality: str, window: tuple[float, float] | None,
-                    meta: Mapping[str, Any]) -> np.ndarray:
-    """An image as the networks see it: MR cases of a dataset prepared with
-    ``mri_normalization=zscore`` are z-scored; everything else is clipped to the window and
-    min-max normalised (the reference applies its CT window to AMOS MRI too, §2.2).
-    Multi-channel images (C, D, H, W) are normalised per channel: channels named CT by the
-    dataset description (``meta["channel_names"]``) as above, every other channel z-scored
-    (nnU-Net's convention)."""
-    if image.ndim == 4:
-        names = meta.get("channel_names", {})
-        return np.stack([
-            normalise(image[c], window)
-            if str(names.get(str(c), "CT")).upper() == "CT" else zscore(image[c])
-            for c in range(image.shape[0])
-        ])
-    if modality == "MR" and meta.get("mri_normalization") == "zscore":
-        return zscore(image)
-    return normalise(image, window)
 
 
 def normalised_image(ds: PreparedDataset, spec: DatasetSpec, case_id: str) -> np.ndarray:

@@ -18,7 +18,7 @@ from dhcbench.benchmark.inference import predict_case
 from dhcbench.benchmark.tracking import Tracker
 from dhcbench.benchmark.trainer import resolve_device
 from dhcbench.datasets.geometry import PROFILES, resize_image, resize_label, target_shape
-from dhcbench.datasets.loaders import case_modality, normalise_image
+from dhcbench.datasets.intensity import case_modality, normalise_image
 from dhcbench.datasets.nifti import nifti_files, nifti_stem, read_volume, write_label_map
 from dhcbench.errors import UserError
 from dhcbench.reports.runs import best_method, dataset_of, load_run
