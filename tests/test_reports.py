@@ -166,3 +166,24 @@ def test_figures_render_with_axes_and_legends(tmp_path: Path) -> None:
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["Sp", "Li"]
     assert _png(fig, tmp_path / "s.png") > 5000
     assert math.isfinite(label.mean())
+
+
+def test_classes_figure_averages_the_seeds_of_a_method() -> None:
+    from dhcbench.reports.cli_plot import mean_over_seeds
+    from dhcbench.reports.figures import dice_vs_proportion
+
+    per_run = {
+        "cps-phantom-20p-seed0": {"liver": 90.0, "spleen": 60.0},
+        "cps-phantom-20p-seed1": {"liver": 80.0, "spleen": 70.0},
+        "cps-phantom-20p-seed666": {"liver": 70.0},  # spleen missing: averaged over two
+        "dhc-phantom-20p-seed0": {"liver": 50.0, "spleen": 40.0},
+    }
+    out = mean_over_seeds(per_run)
+    assert out == {"cps-phantom-20p (mean of 3 seeds)": {"liver": 80.0, "spleen": 65.0},
+                   "dhc-phantom-20p-seed0": {"liver": 50.0, "spleen": 40.0}}
+    # fourteen methods: every series keeps its own colour and marker, legend below
+    many = {f"m{i}": {"liver": float(i), "spleen": float(i)} for i in range(14)}
+    fig = dice_vs_proportion(many, {"liver": 0.2, "spleen": 0.02}, ["background", "liver",
+                                                                   "spleen"])
+    styles = {(tuple(line.get_color()), line.get_marker()) for line in fig.axes[1].lines}
+    assert len(styles) == 14 and len(fig.legends) == 1

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,27 @@ def proportions(loaded: LoadedRun, class_names: Sequence[str]) -> dict[str, floa
 
 def class_names_of(loaded: LoadedRun) -> tuple[str, ...]:
     return tuple(loaded.tags.get("classes", "").split(","))
+
+
+def mean_over_seeds(per_run: Mapping[str, Mapping[str, float]]
+                    ) -> dict[str, dict[str, float]]:
+    """Per-class values of seed runs named ``…-seedN``, averaged over the seeds of the same
+    method, dataset and ratio (labelled ``name (mean of n seeds)``); a lone run keeps its name.
+    A class missing from some seed runs is averaged over the runs that have it."""
+    groups: dict[str, list[tuple[str, Mapping[str, float]]]] = {}
+    for name, values in per_run.items():
+        groups.setdefault(re.sub(r"-seed\d+$", "", name), []).append((name, values))
+    out: dict[str, dict[str, float]] = {}
+    for stem, members in groups.items():
+        if len(members) == 1:
+            name, values = members[0]
+            out[name] = dict(values)
+            continue
+        keys = dict.fromkeys(k for _, m in members for k in m)
+        out[f"{stem} (mean of {len(members)} seeds)"] = {
+            k: sum(m[k] for _, m in members if k in m) / sum(k in m for _, m in members)
+            for k in keys}
+    return out
 
 
 def _save(fig: object, out: Path, stem: str) -> list[Path]:
@@ -95,12 +117,12 @@ def plot(tracker: Tracker, kind: str, run_ids: Sequence[str], out: Path,
         return written
     if kind == "classes":
         names = class_names_of(runs[0])
-        results = {}
+        per_run = {}
         for loaded in runs:
             metrics = tracker.get(loaded.run_id).data.metrics
-            results[loaded.name] = {k[len("test/dice/"):]: v for k, v in metrics.items()
+            per_run[loaded.name] = {k[len("test/dice/"):]: v for k, v in metrics.items()
                                     if k.startswith("test/dice/")}
-        fig = dice_vs_proportion(results, proportions(runs[0], names), names,
+        fig = dice_vs_proportion(mean_over_seeds(per_run), proportions(runs[0], names), names,
                                  "per-class Dice against class frequency")
         return _save(fig, out, "classes_" + "_".join(r.name for r in runs)[:120])
     image, label, preds, case, names = predictions_for_case(tracker, runs, case_id)

@@ -111,18 +111,22 @@ def dice_vs_proportion(
     title: str = "",
 ) -> Figure:
     """Per-class Dice against the class's voxel proportion (log scale) and against its rank
-    (DHC paper, Fig. 1), one marker series per method or run."""
+    (DHC paper, Fig. 1), one marker series per method or run. Up to 20 series keep distinct
+    colours; beyond 6 the legend moves below the plots."""
     classes = [c for c in class_names if c != "background" and c in proportions]
     order = sorted(classes, key=lambda c: -proportions[c])
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    many = len(results) > 6
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5.5 if many else 4.5))
     markers = "osD^v<>PX*"
+    colours = plt.get_cmap("tab20" if len(results) > 10 else "tab10").colors
     for i, (label, dice) in enumerate(results.items()):
+        style = {"marker": markers[i % len(markers)], "color": colours[i % len(colours)],
+                 "label": label}
         xs = [proportions[c] for c in classes if c in dice]
         ys = [dice[c] for c in classes if c in dice]
-        left.scatter(xs, ys, marker=markers[i % len(markers)], label=label)
+        left.scatter(xs, ys, **style)
         ranks = [order.index(c) + 1 for c in classes if c in dice]
-        right.plot(sorted(ranks), [y for _, y in sorted(zip(ranks, ys, strict=True))],
-                   marker=markers[i % len(markers)], label=label)
+        right.plot(sorted(ranks), [y for _, y in sorted(zip(ranks, ys, strict=True))], **style)
     for c in classes:  # class names along the top edge, clear of the points
         left.annotate(abbreviation(c), (proportions[c], 100), textcoords="offset points",
                       xytext=(0, -3), ha="center", va="top", fontsize=7, rotation=90,
@@ -135,10 +139,16 @@ def dice_vs_proportion(
         ax.set_ylabel("Dice (%)")
         ax.set_ylim(-5, 100)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="center left")
+        if not many:
+            ax.legend(fontsize=8, loc="center left")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    if many:
+        handles, labels = right.get_legend_handles_labels()
+        fig.legend(handles, labels, loc="lower center", ncol=min(5, len(labels)), fontsize=8)
+        fig.tight_layout(rect=(0, 0.04 + 0.04 * ((len(labels) + 4) // 5), 1, 1))
+    else:
+        fig.tight_layout()
     return fig
 
 
