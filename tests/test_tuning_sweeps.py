@@ -5,6 +5,7 @@ a suite run twice that trains each run once, and submitit's local executor."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -241,6 +242,55 @@ def _slow_job(job, uri):  # noqa: ANN001, ANN202 - a picklable stand-in for run_
     (Path(os.environ["DHCBENCH_TEST_MARKERS"]) / str(os.getpid())).write_text(str(job.seed))
     time.sleep(30.0)
     return "ran"
+
+
+def _graceful_job(job, uri):  # noqa: ANN001, ANN202 - a picklable stand-in for run_job
+    """Like a real run: SIGTERM is turned into a flag, and the job stops at the next poll
+    with RunInterrupted (its state saved, its run KILLED)."""
+    from dhcbench.benchmark.runner import RunInterrupted
+
+    del uri
+    (Path(os.environ["DHCBENCH_TEST_MARKERS"]) / f"{os.getpid()}-{job.seed}").write_text("")
+    stop = []
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    try:
+        for _ in range(300):
+            if stop:
+                raise RunInterrupted(f"seed {job.seed} interrupted by SIGTERM")
+            time.sleep(0.1)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return "ran"
+
+
+def test_sigterm_to_a_sweep_of_graceful_jobs_starts_no_further_job(tmp_path: Path) -> None:
+    """Runs that save and close on SIGTERM (as the trainer does) outlive the signal: the job
+    the pool already handed their worker must not start after them, and the sweep exits."""
+    markers = tmp_path / "started"
+    markers.mkdir()
+    script = (
+        "from tests.test_tuning_sweeps import _graceful_job\n"
+        "from dhcbench.benchmark.sweep import Job, run_local\n"
+        "layers = ({'tracking': {'experiment': 'term'}},)\n"
+        "jobs = [Job('cps', 'phantom', 0.2, s, layers) for s in range(6)]\n"
+        f"run_local(jobs, 'sqlite:///{tmp_path / 'mlflow.db'}', None, gpus=[], workers=2,"
+        " task=_graceful_job)\n"
+    )
+    env = {**os.environ, "DHCBENCH_TEST_MARKERS": str(markers)}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env,
+                            cwd=Path(__file__).resolve().parents[1])
+    deadline = time.monotonic() + 120
+    while len(list(markers.iterdir())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(list(markers.iterdir())) == 2, "the workers never started"
+    proc.terminate()
+    try:
+        code = proc.wait(timeout=20)  # a job that started anyway would hold it for 30 s
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code != 0
+    assert sorted(int(p.name.split("-")[1]) for p in markers.iterdir()) == [0, 1]
 
 
 def _alive(pid: int) -> bool:

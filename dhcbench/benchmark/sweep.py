@@ -35,7 +35,13 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
-from dhcbench.benchmark.runner import Reporter, execute, plan_run, resolve_specs
+from dhcbench.benchmark.runner import (
+    Reporter,
+    RunInterrupted,
+    execute,
+    plan_run,
+    resolve_specs,
+)
 from dhcbench.benchmark.spec import deep_merge, dotted_layer, spec_key
 from dhcbench.benchmark.tracking import ROLE, SEED_KEY, Tracker, open_tracker
 from dhcbench.errors import UserError
@@ -158,6 +164,25 @@ def run_job(job: Job, uri: str | None = None) -> str:
     return "trained"
 
 
+#: Set in a worker process once one of its jobs was interrupted.
+_WORKER_STOPPED = False
+
+
+def _guarded(task: Callable[[Job, str | None], str], job: Job, uri: str | None) -> str:
+    """Runs one job in a worker. Once a job of this worker was interrupted (the trainer
+    turns SIGTERM into a saved, KILLED run), the jobs already handed to the worker are
+    skipped: the pool passes each worker a job ahead, which cancelling the futures cannot
+    recall, and that job would otherwise train to the end while the sweep waits for it."""
+    global _WORKER_STOPPED
+    if _WORKER_STOPPED:
+        return "cancelled"
+    try:
+        return task(job, uri)
+    except (RunInterrupted, KeyboardInterrupt):
+        _WORKER_STOPPED = True
+        raise
+
+
 def _pin_worker(queue: Any) -> None:
     """Worker initializer: take one slot (a GPU index, or a CPU thread count) from the queue."""
     kind, value = queue.get()
@@ -238,7 +263,7 @@ def run_local(jobs: Iterable[Job], uri: str | None,
                                initargs=(queue,))
     with _sigterm_as_interrupt():
         try:
-            futures = {pool.submit(task, job, uri): job for job in jobs}
+            futures = {pool.submit(_guarded, task, job, uri): job for job in jobs}
             for future in as_completed(futures):
                 result = future.result()
                 results.append(result)
