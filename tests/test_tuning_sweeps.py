@@ -287,8 +287,11 @@ def test_sigterm_to_a_sweep_of_graceful_jobs_starts_no_further_job(tmp_path: Pat
     try:
         code = proc.wait(timeout=20)  # a job that started anyway would hold it for 30 s
     finally:
-        if proc.poll() is None:
+        if proc.poll() is None:  # do not leave the sweep or its workers behind on failure
             proc.kill()
+            for pid in {int(p.name.split("-")[0]) for p in markers.iterdir()}:
+                if _alive(pid):
+                    os.kill(pid, 9)
     assert code != 0
     assert sorted(int(p.name.split("-")[1]) for p in markers.iterdir()) == [0, 1]
 
