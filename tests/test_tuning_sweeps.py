@@ -239,7 +239,7 @@ def test_a_failing_job_stops_the_sweep_and_cancels_queued_jobs(
 
 def _slow_job(job, uri):  # noqa: ANN001, ANN202 - a picklable stand-in for run_job
     del uri
-    (Path(os.environ["DHCBENCH_TEST_MARKERS"]) / str(os.getpid())).write_text(str(job.seed))
+    (Path(os.environ["DHCBENCH_TEST_MARKERS"]) / f"{os.getpid()}-{job.seed}").write_text("")
     time.sleep(30.0)
     return "ran"
 
@@ -263,18 +263,18 @@ def _graceful_job(job, uri):  # noqa: ANN001, ANN202 - a picklable stand-in for 
     return "ran"
 
 
-def test_sigterm_to_a_sweep_of_graceful_jobs_starts_no_further_job(tmp_path: Path) -> None:
-    """Runs that save and close on SIGTERM (as the trainer does) outlive the signal: the job
-    the pool already handed their worker must not start after them, and the sweep exits."""
+def _sweep_in_a_subprocess(tmp_path: Path, task: str) -> tuple[subprocess.Popen, Path]:
+    """A 6-job, 2-worker local sweep of the stand-in job ``task`` in its own process, once both
+    workers have started a job; each job leaves a marker file ``<worker pid>-<seed>``."""
     markers = tmp_path / "started"
     markers.mkdir()
     script = (
-        "from tests.test_tuning_sweeps import _graceful_job\n"
+        f"from tests.test_tuning_sweeps import {task}\n"
         "from dhcbench.benchmark.sweep import Job, run_local\n"
         "layers = ({'tracking': {'experiment': 'term'}},)\n"
         "jobs = [Job('cps', 'phantom', 0.2, s, layers) for s in range(6)]\n"
         f"run_local(jobs, 'sqlite:///{tmp_path / 'mlflow.db'}', None, gpus=[], workers=2,"
-        " task=_graceful_job)\n"
+        f" task={task})\n"
     )
     env = {**os.environ, "DHCBENCH_TEST_MARKERS": str(markers)}
     proc = subprocess.Popen([sys.executable, "-c", script], env=env,
@@ -283,13 +283,24 @@ def test_sigterm_to_a_sweep_of_graceful_jobs_starts_no_further_job(tmp_path: Pat
     while len(list(markers.iterdir())) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert len(list(markers.iterdir())) == 2, "the workers never started"
+    return proc, markers
+
+
+def _marker_pids(markers: Path) -> set[int]:
+    return {int(p.name.split("-")[0]) for p in markers.iterdir()}
+
+
+def test_sigterm_to_a_sweep_of_graceful_jobs_starts_no_further_job(tmp_path: Path) -> None:
+    """Runs that save and close on SIGTERM (as the trainer does) outlive the signal: the job
+    the pool already handed their worker must not start after them, and the sweep exits."""
+    proc, markers = _sweep_in_a_subprocess(tmp_path, "_graceful_job")
     proc.terminate()
     try:
         code = proc.wait(timeout=20)  # a job that started anyway would hold it for 30 s
     finally:
         if proc.poll() is None:  # do not leave the sweep or its workers behind on failure
             proc.kill()
-            for pid in {int(p.name.split("-")[0]) for p in markers.iterdir()}:
+            for pid in _marker_pids(markers):
                 if _alive(pid):
                     os.kill(pid, 9)
     assert code != 0
@@ -310,24 +321,9 @@ def test_sigterm_stops_the_sweep_and_its_workers(tmp_path: Path) -> None:
     finish their runs (and start queued ones) as orphans."""
     if not Path("/proc/self/status").is_file():
         pytest.skip("needs /proc to see the worker processes")
-    markers = tmp_path / "started"
-    markers.mkdir()
-    script = (
-        "from tests.test_tuning_sweeps import _slow_job\n"
-        "from dhcbench.benchmark.sweep import Job, run_local\n"
-        "layers = ({'tracking': {'experiment': 'term'}},)\n"
-        "jobs = [Job('cps', 'phantom', 0.2, s, layers) for s in range(6)]\n"
-        f"run_local(jobs, 'sqlite:///{tmp_path / 'mlflow.db'}', None, gpus=[], workers=2,"
-        " task=_slow_job)\n"
-    )
-    env = {**os.environ, "DHCBENCH_TEST_MARKERS": str(markers)}
-    proc = subprocess.Popen([sys.executable, "-c", script], env=env,
-                            cwd=Path(__file__).resolve().parents[1])
-    deadline = time.monotonic() + 120
-    while len(list(markers.iterdir())) < 2 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    workers = [int(p.name) for p in markers.iterdir()]
-    assert len(workers) == 2, "the workers never started"
+    proc, markers = _sweep_in_a_subprocess(tmp_path, "_slow_job")
+    workers = _marker_pids(markers)
+    assert len(workers) == 2, "both jobs ran in one worker"
     proc.terminate()
     assert proc.wait(timeout=60) != 0
     deadline = time.monotonic() + 10
