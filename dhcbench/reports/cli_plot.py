@@ -48,14 +48,10 @@ def mean_over_seeds(per_run: Mapping[str, Mapping[str, float]]
         groups.setdefault(re.sub(r"-seed\d+$", "", name), []).append((name, values))
     out: dict[str, dict[str, float]] = {}
     for stem, members in groups.items():
-        if len(members) == 1:
-            name, values = members[0]
-            out[name] = dict(values)
-            continue
+        label = members[0][0] if len(members) == 1 else f"{stem} (mean of {len(members)} seeds)"
         keys = dict.fromkeys(k for _, m in members for k in m)
-        out[f"{stem} (mean of {len(members)} seeds)"] = {
-            k: sum(m[k] for _, m in members if k in m) / sum(k in m for _, m in members)
-            for k in keys}
+        out[label] = {k: sum(m[k] for _, m in members if k in m)
+                      / sum(k in m for _, m in members) for k in keys}
     return out
 
 
