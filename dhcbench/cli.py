@@ -350,6 +350,7 @@ def sweep(
     cpus_per_task: Annotated[int, typer.Option(help="slurm: CPU cores per task.")] = 8,
     workers: Annotated[int | None, typer.Option(help="local: worker processes (default: one per visible GPU; on a CPU two, sharing the cores).")] = None,
     logs: Annotated[Path, typer.Option(help="slurm: folder for submitit's logs and pickles.")] = Path("dhcbench-runs/submitit"),
+    show_table: Annotated[bool, typer.Option("--table", help="local: print the suite's table when it is done (as `dhcbench table`).")] = False,
 ) -> None:
     """Run a whole suite: finished runs are skipped, interrupted ones resumed."""
     from dhcbench.benchmark.progress import RichReporter
@@ -392,6 +393,15 @@ def sweep(
 
             run_local(todo, None, on_job, workers=workers)
         console.print(f"suite {plan.name}: {len(todo)} run(s) done; see `dhcbench table --experiment {plan.experiment}`")
+        if show_table:
+            from dhcbench.reports.cli_table import render_tables
+
+            # One process for the runs and the table: no second start-up of the libraries.
+            names = {j.dataset for j in plan.jobs}
+            ratios = {j.ratio for j in plan.jobs}
+            render_tables(console, plan.experiment, names.pop() if len(names) == 1 else None,
+                          ratios.pop() if len(ratios) == 1 else None, "dice", "dhc", "best",
+                          None, Path("dhcbench-results"))
     except UserError as exc:
         _fail(str(exc))
     except (RunInterrupted, KeyboardInterrupt) as exc:

@@ -182,8 +182,11 @@ def test_sweep_twice_trains_each_run_once(workdir: Path) -> None:
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     first = [r for r in runs_of(uri, "tiny-suite") if r.data.tags["dhcbench.role"] == "seed"]
     assert len(first) == 4 and {r.info.status for r in first} == {"FINISHED"}
-    res = runner.invoke(app, ["sweep", "tiny.toml"])
-    assert res.exit_code == 0 and "4 done, 0 to resume, 0 new" in " ".join(res.output.split())
+    # again, with --table: nothing to train, and the suite's table printed by the same command
+    res = runner.invoke(app, ["sweep", "tiny.toml", "--table"], terminal_width=200)
+    out = " ".join(res.output.split())
+    assert res.exit_code == 0 and "4 done, 0 to resume, 0 new" in out
+    assert "Avg. Dice" in out and "cps" in out and "dhc" in out
     again = [r for r in runs_of(uri, "tiny-suite") if r.data.tags["dhcbench.role"] == "seed"]
     assert sorted(r.info.run_id for r in again) == sorted(r.info.run_id for r in first)
 
