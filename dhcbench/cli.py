@@ -6,6 +6,7 @@ interrupted run exits with 130 after marking its MLflow runs KILLED.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -75,6 +76,7 @@ def run(
         seed_list as make_seeds,
     )
     from dhcbench.benchmark.tracking import open_tracker
+    from dhcbench.reports.run_figures import log_run_figures
 
     try:
         explicit = None
@@ -108,7 +110,7 @@ def run(
                 f"{len(plan.split.labeled)} labeled / {len(plan.split.unlabeled)} unlabeled,"
                 f" seeds {', '.join(str(s.seed) for s in plan.specs)}"
             )
-            parent = execute(plan, tracker, resume, reporter)
+            parent = execute(plan, tracker, resume, reporter, after_seed=[log_run_figures])
         console.print(f"finished: MLflow parent run {parent} (experiment "
                       f"{spec.tracking.experiment!r}); see `dhcbench table` or `mlflow ui`")
     except UserError as exc:
@@ -217,8 +219,8 @@ def evaluate(
     contract: Annotated[str, typer.Option(help="Contract of the printed summary (both are in the CSV).")] = "dhc",
 ) -> None:
     """Score any tool's predictions under the dhc and rigorous contracts."""
-    from dhcbench.benchmark.evaluation import evaluate_files, summarise
     from dhcbench.datasets import DATASETS
+    from dhcbench.evaluation.scoring import evaluate_files, summarise
 
     try:
         if contract not in ("dhc", "rigorous"):
@@ -317,6 +319,7 @@ def tune(
     from dhcbench.benchmark.runner import default_layers
     from dhcbench.benchmark.tracking import open_tracker
     from dhcbench.benchmark.tuning import tune as run_tune
+    from dhcbench.reports.run_figures import log_run_figures
 
     try:
         name, options = parse_dataset(dataset)
@@ -330,7 +333,8 @@ def tune(
         with reporter:
             result = run_tune(method, name, ratio, trials, tracker, layers,
                               [p.strip() for p in params.split(",")] if params else None,
-                              storage, study, seed, out, reporter, sampler_seed)
+                              storage, study, seed, out, reporter, sampler_seed,
+                              after_seed=[log_run_figures])
         console.print(f"study {result.study}: {result.trials} trial(s); best eval Dice"
                       f" {result.best_value:.2f} % with {result.best_params};"
                       f" written {result.config_path} (use: dhcbench run --config"
@@ -355,8 +359,9 @@ def sweep(
     """Run a whole suite: finished runs are skipped, interrupted ones resumed."""
     from dhcbench.benchmark.progress import RichReporter
     from dhcbench.benchmark.runner import RunInterrupted
-    from dhcbench.benchmark.sweep import job_states, load_suite, run_local, submit
+    from dhcbench.benchmark.sweep import job_states, load_suite, run_job, run_local, submit
     from dhcbench.benchmark.tracking import open_tracker
+    from dhcbench.reports.run_figures import log_run_figures
 
     try:
         if executor not in ("local", "slurm"):
@@ -377,7 +382,8 @@ def sweep(
                 console.print(f"  {states[job.key]:6s} {job.label}  key {job.key}", markup=False)
             return
         if executor == "slurm":
-            jobs = submit(todo, None, logs, "slurm", partition, time, max_parallel, cpus_per_task)
+            jobs = submit(todo, None, logs, "slurm", partition, time, max_parallel, cpus_per_task,
+                          after_seed=[log_run_figures])
             console.print(f"submitted {len(jobs)} array task(s): {', '.join(j.job_id for j in jobs[:5])}"
                           f"{' …' if len(jobs) > 5 else ''}; logs in {logs}")
             return
@@ -391,7 +397,8 @@ def sweep(
                 reporter.progress.console.print(f"{job.label}: {result}", markup=False)
                 bar(finished[0], len(todo))
 
-            run_local(todo, None, on_job, workers=workers)
+            run_local(todo, None, on_job, workers=workers,
+                      task=functools.partial(run_job, after_seed=(log_run_figures,)))
         console.print(f"suite {plan.name}: {len(todo)} run(s) done; see `dhcbench table --experiment {plan.experiment}`")
         if show_table:
             from dhcbench.reports.cli_table import render_tables

@@ -1,4 +1,4 @@
-"""Unit tests of the per-case metrics (dhcbench.benchmark.metrics), reference §11.
+"""Unit tests of the per-case metrics (dhcbench.evaluation.metrics), reference §11.
 
 Pinned:
 
@@ -21,7 +21,7 @@ import pytest
 from medpy.metric import binary as mb
 from scipy import ndimage
 
-from dhcbench.benchmark.metrics import DHC_EMPTY_ASD, case_metrics, surface_distances
+from dhcbench.evaluation.metrics import DHC_EMPTY_ASD, case_metrics, surface_distances
 
 SPACING = (2.5, 0.8, 1.2)
 

@@ -21,13 +21,13 @@ import numpy as np
 import pytest
 import torch
 
-from dhcbench.benchmark.inference import (
+from dhcbench.evaluation.inference import (
     default_stride,
     sliding_window_predict,
     sliding_window_probs,
     window_starts,
 )
-from dhcbench.benchmark.schedules import poly_lr, schedule_time, sigmoid_rampup, unsup_weight
+from dhcbench.schedules import poly_lr, schedule_time, sigmoid_rampup, unsup_weight
 
 CPU = torch.device("cpu")
 

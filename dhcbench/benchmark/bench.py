@@ -26,7 +26,8 @@ from dhcbench.benchmark.runner import (
     plan_run,
     training_sampler,
 )
-from dhcbench.benchmark.trainer import Trainer, resolve_device, seed_everything
+from dhcbench.benchmark.trainer import Trainer, seed_everything
+from dhcbench.evaluation.inference import resolve_device
 
 
 @dataclass(frozen=True)

@@ -24,18 +24,19 @@ import yaml
 
 from dhcbench import __version__
 from dhcbench.benchmark import checkpoint
-from dhcbench.benchmark.evaluation import COLUMNS, case_rows, summarise
-from dhcbench.benchmark.inference import predict_case
 from dhcbench.benchmark.spec import RunSpec, build_spec, spec_key
 from dhcbench.benchmark.tracking import CHECKPOINT_DIR, KEY, ROLE, SEED_KEY, Tracker
-from dhcbench.benchmark.trainer import Trainer, resolve_device, seed_everything
+from dhcbench.benchmark.trainer import Trainer, seed_everything
 from dhcbench.datasets import DATASETS, DatasetSpec, data_root
 from dhcbench.datasets.loaders import EvalCase, PatchSampler, centre_crops, iter_cases
 from dhcbench.datasets.splits import Split, ratio_tag, resolve_split
 from dhcbench.datasets.storage import PreparedDataset
 from dhcbench.errors import UserError
+from dhcbench.evaluation.inference import predict_case, resolve_device
+from dhcbench.evaluation.scoring import COLUMNS, case_rows, summarise
+from dhcbench.interfaces import SetupContext
 from dhcbench.methods import METHODS
-from dhcbench.methods.base import Method, SetupContext
+from dhcbench.methods.base import Method
 
 
 class RunInterrupted(Exception):
@@ -299,6 +300,24 @@ def place_method(method: Method, spec: RunSpec, device: torch.device) -> None:
             net.compile()
 
 
+@dataclass(frozen=True)
+class SeedReport:
+    """What a finished seed hands the hooks of :func:`execute`: its (still open) run, spec,
+    plan, test metrics and the first test case with its prediction."""
+
+    tracker: Tracker
+    run_id: str
+    spec: RunSpec
+    plan: RunPlan
+    metrics: Mapping[str, float]
+    example: tuple[EvalCase, np.ndarray]
+
+
+#: Called after a seed is tested, before its run is closed (e.g. to log its figures:
+#: ``dhcbench.reports.run_figures.log_run_figures``, which the command line passes in).
+SeedHook = Callable[[SeedReport], None]
+
+
 def run_seed(
     spec: RunSpec,
     plan: RunPlan,
@@ -307,6 +326,7 @@ def run_seed(
     ckpt_dir: Path,
     resume: bool,
     report: Reporter,
+    after_seed: Sequence[SeedHook] = (),
 ) -> dict[str, float]:
     """Train and test one seed inside its (open) child run; returns its test metrics."""
     dspec = plan.dataset_spec
@@ -357,44 +377,9 @@ def run_seed(
         tracker.log_text(run_id, table.to_csv(index=False), f"metrics/test_cases_{which}.csv")
     if spec.tracking.log_checkpoint and best_path.is_file():
         tracker.log_artifact(run_id, best_path, "checkpoint")
-    log_figures(tracker, run_id, spec, plan, metrics, example)
+    for hook in after_seed:
+        hook(SeedReport(tracker, run_id, spec, plan, metrics, example))
     return metrics
-
-
-def log_figures(tracker: Tracker, run_id: str, spec: RunSpec, plan: RunPlan,
-                metrics: Mapping[str, float], example: tuple[EvalCase, np.ndarray]) -> None:
-    """The run's figures as PNG artifacts under ``figures/``: class-weight trajectories,
-    training curves, per-class test Dice (bars, and against class frequency) and slices of
-    the first test case."""
-    from dhcbench.reports.figures import (
-        class_dice_bars,
-        dice_vs_proportion,
-        slice_comparison,
-        training_curves,
-        weight_trajectories,
-    )
-
-    dspec = plan.dataset_spec
-    name = run_name(spec, spec.seed)
-    series = tracker.weight_history(run_id)
-    if series:
-        fig = weight_trajectories(series, dspec.class_names, f"{name}: class weights")
-        tracker.log_figure(run_id, fig, "figures/weights.png")
-    history = {**tracker.history(run_id, "train/"), **tracker.history(run_id, "eval/")}
-    tracker.log_figure(run_id, training_curves(history, name), "figures/curves.png")
-    dice = {k[len("test/dice/"):]: v for k, v in metrics.items() if k.startswith("test/dice/")}
-    if dice:
-        fig = class_dice_bars(dice, dspec.class_names, f"{name}: test Dice (best checkpoint)")
-        tracker.log_figure(run_id, fig, "figures/test_dice.png")
-        counts = plan.dataset.class_counts(plan.split.labeled).astype(float)
-        share = dict(zip(dspec.class_names, counts / counts.sum(), strict=True))
-        fig = dice_vs_proportion({name: dice}, share, dspec.class_names,
-                                 f"{name}: Dice against class frequency")
-        tracker.log_figure(run_id, fig, "figures/classes.png")
-    case, pred = example
-    fig = slice_comparison(case.image, case.label, {spec.method.name: pred},
-                           dspec.class_names, 3, f"{name}: test case {case.case_id}")
-    tracker.log_figure(run_id, fig, "figures/slices.png")
 
 
 # -- the invocation -----------------------------------------------------------------------------
@@ -409,10 +394,12 @@ def _find_resumable(tracker: Tracker, plan: RunPlan) -> Any | None:
 
 
 def execute(plan: RunPlan, tracker: Tracker, resume: bool, report: Reporter,
-            nested_in: str | None = None, extra_tags: Mapping[str, Any] | None = None) -> str:
+            nested_in: str | None = None, extra_tags: Mapping[str, Any] | None = None,
+            after_seed: Sequence[SeedHook] = ()) -> str:
     """Run every seed of ``plan`` under one parent MLflow run; returns the parent run id.
 
-    ``nested_in`` makes the parent a child of another run (a tuning study or a sweep)."""
+    ``nested_in`` makes the parent a child of another run (a tuning study or a sweep);
+    ``after_seed`` hooks run on every seed once it is tested (figures, …)."""
     spec0 = plan.specs[0]
     tracker.reap_stale()
     parent = _find_resumable(tracker, plan) if resume else None
@@ -458,7 +445,8 @@ def execute(plan: RunPlan, tracker: Tracker, resume: bool, report: Reporter,
                 tracker.log_text(child_id, yaml.safe_dump(spec.to_dict(), sort_keys=False),
                                  "spec.yaml")
             results.append(run_seed(spec, plan, tracker, child_id, ckpt,
-                                    resume=child is not None, report=report))
+                                    resume=child is not None, report=report,
+                                    after_seed=after_seed))
             tracker.end(child_id, "FINISHED")
             child_id = None
     except RunPruned:

@@ -24,6 +24,7 @@ checkpoint, the rest start fresh — so running a suite twice trains each run on
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import threading
@@ -38,6 +39,7 @@ from typing import Any
 from dhcbench.benchmark.runner import (
     Reporter,
     RunInterrupted,
+    SeedHook,
     execute,
     plan_run,
     resolve_specs,
@@ -152,15 +154,16 @@ def _create_stores(jobs: Iterable[Job], uri: str) -> None:
         open_tracker(uri, experiment)
 
 
-def run_job(job: Job, uri: str | None = None) -> str:
+def run_job(job: Job, uri: str | None = None, after_seed: Sequence[SeedHook] = ()) -> str:
     """Train one job (resuming it when it has an unfinished run); returns its final state.
-    Top-level and picklable: this is what a SLURM array task executes."""
+    Top-level and picklable: this is what a SLURM array task executes. ``after_seed``: the
+    runner's seed hooks (top-level functions, so that they pickle)."""
     experiment = job.layers[-1]["tracking"]["experiment"]
     tracker = open_tracker(uri, experiment)
     if job_states(tracker, [job])[job.key] == "done":
         return "skipped"
     plan = plan_run(job.method, job.dataset, job.ratio, [job.seed], list(job.layers))
-    execute(plan, tracker, resume=True, report=Reporter())
+    execute(plan, tracker, resume=True, report=Reporter(), after_seed=after_seed)
     return "trained"
 
 
@@ -304,7 +307,8 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 def submit(jobs: Sequence[Job], uri: str | None, folder: Path, cluster: str = "slurm",
            partition: str | None = None, time_min: int = 24 * 60, max_parallel: int = 8,
-           cpus_per_task: int = 8, wait: bool = False) -> list[Any]:
+           cpus_per_task: int = 8, wait: bool = False,
+           after_seed: Sequence[SeedHook] = ()) -> list[Any]:
     """Submit the jobs as one submitit job array (one GPU per task on SLURM)."""
     import submitit
 
@@ -319,7 +323,8 @@ def submit(jobs: Sequence[Job], uri: str | None, folder: Path, cluster: str = "s
     uri = (uri or os.environ.get("MLFLOW_TRACKING_URI")
            or f"sqlite:///{Path('mlflow.db').resolve()}")
     _create_stores(jobs, uri)
-    submitted = executor.map_array(run_job, list(jobs), [uri] * len(jobs))
+    submitted = executor.map_array(functools.partial(run_job, after_seed=tuple(after_seed)),
+                                   list(jobs), [uri] * len(jobs))
     if wait:
         for job in submitted:
             job.result()

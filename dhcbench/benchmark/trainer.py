@@ -23,12 +23,12 @@ import numpy as np
 import torch
 
 from dhcbench.benchmark import checkpoint
-from dhcbench.benchmark.schedules import poly_lr, unsup_weight
 from dhcbench.benchmark.spec import TrainSpec
 from dhcbench.datasets.loaders import PatchSampler
-from dhcbench.errors import UserError
-from dhcbench.methods.base import Method, StepContext
+from dhcbench.interfaces import StepContext
+from dhcbench.methods.base import Method
 from dhcbench.methods.losses import hard_dice_per_class
+from dhcbench.schedules import poly_lr, unsup_weight
 
 LogFn = Callable[[dict[str, float], int], None]
 
@@ -38,19 +38,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; a device this machine cannot use is a
-    UserError."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine"
-                        " (use auto or cpu)")
-    if name != "cpu" and not name.startswith(("cuda", "mps")):
-        raise UserError(f"--device {name!r}: use auto, cpu, cuda or cuda:N")
-    return torch.device(name)
 
 
 class StopRequest:

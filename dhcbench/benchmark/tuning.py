@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dhcbench.benchmark.runner import Reporter, RunPruned, execute, plan_run
+from dhcbench.benchmark.runner import Reporter, RunPruned, SeedHook, execute, plan_run
 from dhcbench.benchmark.spec import deep_merge, dotted_layer, write_config_file
 from dhcbench.benchmark.tracking import ROLE, Tracker, sqlite_creation_lock
 from dhcbench.errors import UserError
@@ -118,8 +118,10 @@ def tune(
     out: Path = Path("."),
     report: Reporter | None = None,
     sampler_seed: int | None = None,
+    after_seed: Sequence[SeedHook] = (),
 ) -> TuneResult:
     """Run ``trials`` trials (adding to the study if it exists) and write the best YAML.
+    ``after_seed``: the runner's seed hooks, run in every trial.
 
     ``seed`` is every trial's training seed; ``sampler_seed`` (default: ``seed``) seeds TPE.
     Processes sharing a study should use different sampler seeds, or they propose the same
@@ -158,7 +160,8 @@ def tune(
         try:
             parent = execute(plan, tracker, resume=False, report=_TrialReporter(trial, report),
                              nested_in=study_run,
-                             extra_tags={"optuna.study": name, "optuna.trial": trial.number})
+                             extra_tags={"optuna.study": name, "optuna.trial": trial.number},
+                             after_seed=after_seed)
         except RunPruned as exc:
             raise optuna.TrialPruned(str(exc)) from exc
         child = tracker.children(parent)[0]

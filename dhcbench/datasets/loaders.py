@@ -20,7 +20,7 @@ import torch
 from dhcbench.datasets.base import DatasetSpec
 from dhcbench.datasets.intensity import normalise_image
 from dhcbench.datasets.storage import PreparedDataset
-from dhcbench.methods.base import Batch
+from dhcbench.interfaces import Batch
 
 Shape3 = tuple[int, int, int]
 

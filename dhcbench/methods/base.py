@@ -19,60 +19,12 @@ import torch
 from torch import nn
 
 from dhcbench.errors import UserError
+from dhcbench.interfaces import Batch, SetupContext, StepContext, StepOutput
 from dhcbench.registry import Registry
 
-
-@dataclass
-class Batch:
-    """One training step's input: labeled and unlabeled patches (reference §3.3: 2 + 2).
-
-    ``image_l`` (B_l, C, D, H, W) float, ``label_l`` (B_l, D, H, W) long, ``image_u``
-    (B_u, C, D, H, W) float. Unlabeled patches never carry labels.
-    """
-
-    image_l: torch.Tensor
-    label_l: torch.Tensor
-    image_u: torch.Tensor
-
-    def to(self, device: torch.device) -> Batch:
-        return Batch(
-            self.image_l.to(device, non_blocking=True),
-            self.label_l.to(device, non_blocking=True),
-            self.image_u.to(device, non_blocking=True),
-        )
-
-
-@dataclass(frozen=True)
-class SetupContext:
-    """What a method may need to know about the run before training starts."""
-
-    num_unlabeled: int = 0
-    iterations_per_epoch: int = 1
-
-
-@dataclass
-class StepContext:
-    """Schedule values of the current step (set by the trainer)."""
-
-    epoch: int
-    iteration: int  # global iteration count, 0-based
-    unsup_weight: float  # λ_t after ramp-up
-    max_epochs: int
-    lr: float
-
-
-@dataclass
-class StepOutput:
-    """The loss to back-propagate and what to log.
-
-    ``scalars`` are 0-d tensors (``loss_sup``, ``loss_unsup`` …) and ``vectors`` are (K,)
-    tensors (``weight_a``, ``weight_b``), averaged over the epoch by the trainer and read back
-    to the host only when logged.
-    """
-
-    loss: torch.Tensor
-    scalars: dict[str, torch.Tensor] = field(default_factory=dict)
-    vectors: dict[str, torch.Tensor] = field(default_factory=dict)
+# The step types live in dhcbench.interfaces; they stay importable from here.
+__all__ = ["METHODS", "Batch", "Method", "MethodInfo", "SetupContext", "StepContext",
+           "StepOutput"]
 
 
 class Method:

@@ -16,7 +16,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from dhcbench.benchmark.schedules import schedule_time, sigmoid_rampup
 from dhcbench.methods.base import (
     LR_LAMBDA_SPACE,
     METHODS,
@@ -29,6 +28,7 @@ from dhcbench.methods.base import (
 )
 from dhcbench.methods.losses import ce_plus_dice, class_argmax, negative_dice, one_hot
 from dhcbench.methods.networks import INITIALISERS, VNet
+from dhcbench.schedules import schedule_time, sigmoid_rampup
 
 
 class MeanTeacher(Method):

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dhcbench.benchmark.inference import predict_case
 from dhcbench.benchmark.tracking import Tracker
 from dhcbench.datasets.loaders import load_case
 from dhcbench.errors import UserError
+from dhcbench.evaluation.inference import predict_case
 from dhcbench.reports.figures import (
     dice_vs_proportion,
     slice_comparison,

@@ -13,18 +13,30 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
 
+from dhcbench.errors import UserError
 from dhcbench.methods.losses import class_argmax
 
 if TYPE_CHECKING:
-    from dhcbench.benchmark.spec import EvalSpec
     from dhcbench.datasets.base import DatasetSpec
 
 Shape3 = tuple[int, int, int]
+
+
+class InferenceSettings(Protocol):
+    """What sliding-window inference reads from a run's evaluation settings (a run spec's
+    ``eval`` section satisfies it): the window stride (None: :func:`default_stride`) and
+    how many windows go through the network at once."""
+
+    @property
+    def stride(self) -> tuple[int, int, int] | None: ...
+
+    @property
+    def window_batch(self) -> int: ...
 
 
 def window_starts(size: int, patch: int, stride: int) -> list[int]:
@@ -94,7 +106,7 @@ def predict_case(
     predict: Callable[[torch.Tensor], torch.Tensor],
     image: np.ndarray,
     dataset: DatasetSpec,
-    evaluation: EvalSpec,
+    evaluation: InferenceSettings,
     device: torch.device,
     amp: bool = False,
 ) -> np.ndarray:
@@ -105,3 +117,16 @@ def predict_case(
     with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
         return sliding_window_predict(predict, image, dataset.patch_size, stride,
                                       dataset.num_classes, device, evaluation.window_batch)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; a device this machine cannot use is a
+    UserError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine"
+                        " (use auto or cpu)")
+    if name != "cpu" and not name.startswith(("cuda", "mps")):
+        raise UserError(f"--device {name!r}: use auto, cpu, cuda or cuda:N")
+    return torch.device(name)

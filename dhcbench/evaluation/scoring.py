@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dhcbench.benchmark.metrics import case_metrics
 from dhcbench.datasets.nifti import nifti_files, nifti_stem, read_volume
 from dhcbench.errors import UserError
+from dhcbench.evaluation.metrics import case_metrics
 
 COLUMNS = ["case", "class", "contract", "metric", "value"]
 
