@@ -1,0 +1,60 @@
+"""What every command module shares: the Typer app, the consoles, and the one way a
+command reports bad input (:func:`user_errors`: one line on stderr, exit code 2)."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from typing import Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+
+from dhcbench.errors import UserError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Class-imbalanced semi-supervised 3D segmentation benchmark: DHC and its baselines.",
+    pretty_exceptions_enable=False,
+)
+console = Console(log_path=False)
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@app.callback()
+def _quiet_libraries() -> None:
+    """Keep the terminal for dhcbench's own output: MLflow's INFO chatter is dropped."""
+    import logging
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def parse_dataset(text: str) -> tuple[str, dict]:
+    """``nnunet:<name>`` -> ("nnunet", {"name": <name>}); other names have no options."""
+    name, _, option = text.partition(":")
+    return name, ({"name": option} if option else {})
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print ``error: <message>`` on stderr and exit with ``code``."""
+    err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def user_errors(command: F) -> F:
+    """Turn a :class:`UserError` raised by ``command`` into :func:`fail` (exit code 2)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except UserError as exc:
+            fail(str(exc))
+
+    return wrapper  # type: ignore[return-value]

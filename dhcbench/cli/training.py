@@ -1,0 +1,238 @@
+"""Commands that train: ``run``, ``tune``, ``sweep`` and ``bench``."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from dhcbench.cli.common import app, console, err_console, parse_dataset, user_errors
+from dhcbench.errors import UserError
+
+
+@app.command()
+@user_errors
+def run(
+    method: Annotated[str, typer.Option("--method", "-m", help="Method key (see `dhcbench methods`).")] = "dhc",
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset key (see `dhcbench datasets`).")] = "phantom",
+    ratio: Annotated[float, typer.Option("--ratio", "-r", help="Labeled fraction of the training cases, e.g. 0.2.")] = 0.2,
+    seeds: Annotated[int, typer.Option(help="Number of seeds: the paper's 0, 1, 666 first.")] = 1,
+    seed_list: Annotated[str | None, typer.Option("--seed-list", help="Explicit seeds, e.g. 0,1,666.")] = None,
+    variant: Annotated[str | None, typer.Option(help="reference (the official code) or paper (the paper's equations).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Shortcut for --set train.epochs=N.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 …")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML file of setting overrides.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override one setting, e.g. train.lr=0.01 (repeatable).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for checkpoints (default ./dhcbench-runs).")] = None,
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment name (default dhcbench).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the latest unfinished run of this configuration.")] = False,
+) -> None:
+    """Train and test a method on a dataset for one or more seeds, tracked in MLflow."""
+    from dhcbench.benchmark.progress import RichReporter
+    from dhcbench.benchmark.runner import (
+        RunInterrupted,
+        default_layers,
+        execute,
+        plan_run,
+    )
+    from dhcbench.benchmark.runner import (
+        seed_list as make_seeds,
+    )
+    from dhcbench.benchmark.tracking import open_tracker
+    from dhcbench.reports.run_figures import log_run_figures
+
+    try:
+        explicit = None
+        if seed_list:
+            try:
+                explicit = [int(s) for s in seed_list.replace(" ", "").split(",") if s]
+            except ValueError:
+                raise UserError(f"--seed-list {seed_list!r}: expected integers like 0,1,666") from None
+        seeds_ = make_seeds(seeds, explicit)
+        dataset, dataset_options = parse_dataset(dataset)
+        layers = default_layers(config, set_ or [])
+        cli_layer: dict = {"data": {"options": dataset_options}} if dataset_options else {}
+        if variant is not None:
+            cli_layer.setdefault("method", {})["variant"] = variant
+        if epochs is not None:
+            cli_layer.setdefault("train", {})["epochs"] = epochs
+        if device is not None:
+            cli_layer.setdefault("train", {})["device"] = device
+        if out is not None:
+            cli_layer.setdefault("tracking", {})["out_dir"] = str(out)
+        if experiment is not None:
+            cli_layer.setdefault("tracking", {})["experiment"] = experiment
+        layers.append(cli_layer)
+        reporter = RichReporter(console)
+        with reporter:
+            plan = plan_run(method, dataset, ratio, seeds_, layers, reporter.preparing)
+            spec = plan.specs[0]
+            tracker = open_tracker(spec.tracking.uri, spec.tracking.experiment)
+            reporter.message(
+                f"{spec.method.name} on {spec.data.name} {ratio:g}: "
+                f"{len(plan.split.labeled)} labeled / {len(plan.split.unlabeled)} unlabeled,"
+                f" seeds {', '.join(str(s.seed) for s in plan.specs)}"
+            )
+            parent = execute(plan, tracker, resume, reporter, after_seed=[log_run_figures])
+        console.print(f"finished: MLflow parent run {parent} (experiment "
+                      f"{spec.tracking.experiment!r}); see `dhcbench table` or `mlflow ui`")
+    except (RunInterrupted, KeyboardInterrupt) as exc:
+        err_console.print(f"interrupted: {exc or 'KeyboardInterrupt'}; runs marked KILLED."
+                          " Continue with the same command and --resume.")
+        raise typer.Exit(130) from None
+
+
+@app.command()
+@user_errors
+def tune(
+    method: Annotated[str, typer.Option("--method", "-m")] = "dhc",
+    dataset: Annotated[str, typer.Option("--dataset", "-d")] = "phantom",
+    ratio: Annotated[float, typer.Option("--ratio", "-r")] = 0.2,
+    trials: Annotated[int, typer.Option(help="Trials to run in this process (added to the study).")] = 20,
+    params: Annotated[str | None, typer.Option(help="Comma-separated subset of the method's space, e.g. beta,alpha,tau,lr,lambda.")] = None,
+    storage: Annotated[str | None, typer.Option(help="Optuna storage URL (default sqlite:///optuna.db; postgresql://… to share a study).")] = None,
+    study: Annotated[str | None, typer.Option(help="Study name (default <method>-<dataset>-<ratio>).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Shortcut for --set train.epochs=N.")] = None,
+    seed: Annotated[int, typer.Option(help="Training seed of every trial.")] = 0,
+    sampler_seed: Annotated[int | None, typer.Option(help="TPE sampler seed (default: --seed); give each process sharing a study its own.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML file of setting overrides.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override one setting (repeatable).")] = None,
+    out: Annotated[Path, typer.Option(help="Folder for the best-parameters YAML.")] = Path("."),
+    experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "dhcbench-tune",
+) -> None:
+    """Optuna study (TPE, median pruning) of a method's hyper-parameters on the eval split."""
+    from dhcbench.benchmark.progress import RichReporter
+    from dhcbench.benchmark.runner import default_layers
+    from dhcbench.benchmark.tracking import open_tracker
+    from dhcbench.benchmark.tuning import tune as run_tune
+    from dhcbench.reports.run_figures import log_run_figures
+
+    name, options = parse_dataset(dataset)
+    layers = default_layers(config, set_ or [])
+    cli_layer: dict = {"data": {"options": options}} if options else {}
+    if epochs is not None:
+        cli_layer["train"] = {"epochs": epochs}
+    layers.append(cli_layer)
+    tracker = open_tracker(None, experiment)
+    reporter = RichReporter(console)
+    with reporter:
+        result = run_tune(method, name, ratio, trials, tracker, layers,
+                          [p.strip() for p in params.split(",")] if params else None,
+                          storage, study, seed, out, reporter, sampler_seed,
+                          after_seed=[log_run_figures])
+    console.print(f"study {result.study}: {result.trials} trial(s); best eval Dice"
+                  f" {result.best_value:.2f} % with {result.best_params};"
+                  f" written {result.config_path} (use: dhcbench run --config"
+                  f" {result.config_path} …)")
+
+
+@app.command()
+@user_errors
+def sweep(
+    suite: Annotated[str, typer.Argument(help="A suite TOML file or a shipped suite name (phantom, synapse-20p, …).")],
+    executor: Annotated[str, typer.Option(help="local (here, one run after another) or slurm (a submitit job array).")] = "local",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan and its counts; run nothing.")] = False,
+    partition: Annotated[str | None, typer.Option(help="slurm: partition.")] = None,
+    time: Annotated[int, typer.Option(help="slurm: time limit per task, minutes.")] = 24 * 60,
+    max_parallel: Annotated[int, typer.Option(help="slurm: array tasks running at once.")] = 8,
+    cpus_per_task: Annotated[int, typer.Option(help="slurm: CPU cores per task.")] = 8,
+    workers: Annotated[int | None, typer.Option(help="local: worker processes (default: one per visible GPU; on a CPU two, sharing the cores).")] = None,
+    logs: Annotated[Path, typer.Option(help="slurm: folder for submitit's logs and pickles.")] = Path("dhcbench-runs/submitit"),
+    show_table: Annotated[bool, typer.Option("--table", help="local: print the suite's table when it is done (as `dhcbench table`).")] = False,
+) -> None:
+    """Run a whole suite: finished runs are skipped, interrupted ones resumed."""
+    from dhcbench.benchmark.progress import RichReporter
+    from dhcbench.benchmark.runner import RunInterrupted
+    from dhcbench.benchmark.sweep import job_states, load_suite, run_job, run_local, submit
+    from dhcbench.benchmark.tracking import open_tracker
+    from dhcbench.reports.run_figures import log_run_figures
+
+    try:
+        if executor not in ("local", "slurm"):
+            raise UserError(f"--executor {executor!r}: use local or slurm")
+        if workers is not None and workers < 1:
+            raise UserError(f"--workers {workers}: needs at least 1")
+        plan = load_suite(suite)
+        tracker = open_tracker(None, plan.experiment)
+        tracker.reap_stale()
+        states = job_states(tracker, plan.jobs)
+        counts = {k: sum(1 for v in states.values() if v == k) for k in ("done", "resume", "new")}
+        console.print(f"suite {plan.name} ({plan.source}): {len(plan.jobs)} runs —"
+                      f" {counts['done']} done, {counts['resume']} to resume, {counts['new']} new;"
+                      f" experiment {plan.experiment!r}")
+        todo = [j for j in plan.jobs if states[j.key] != "done"]
+        if dry_run:
+            for job in plan.jobs:
+                console.print(f"  {states[job.key]:6s} {job.label}  key {job.key}", markup=False)
+            return
+        if executor == "slurm":
+            jobs = submit(todo, None, logs, "slurm", partition, time, max_parallel, cpus_per_task,
+                          after_seed=[log_run_figures])
+            console.print(f"submitted {len(jobs)} array task(s): {', '.join(j.job_id for j in jobs[:5])}"
+                          f"{' …' if len(jobs) > 5 else ''}; logs in {logs}")
+            return
+        with RichReporter(console) as reporter:
+            bar = reporter.progress_callback(f"suite {plan.name}")
+            bar(0, len(todo))
+            finished = [0]
+
+            def on_job(job: Any, result: str) -> None:
+                finished[0] += 1
+                reporter.progress.console.print(f"{job.label}: {result}", markup=False)
+                bar(finished[0], len(todo))
+
+            run_local(todo, None, on_job, workers=workers,
+                      task=functools.partial(run_job, after_seed=(log_run_figures,)))
+        console.print(f"suite {plan.name}: {len(todo)} run(s) done; see `dhcbench table --experiment {plan.experiment}`")
+        if show_table:
+            from dhcbench.reports.cli_table import render_tables
+
+            # One process for the runs and the table: no second start-up of the libraries.
+            names = {j.dataset for j in plan.jobs}
+            ratios = {j.ratio for j in plan.jobs}
+            render_tables(console, plan.experiment, names.pop() if len(names) == 1 else None,
+                          ratios.pop() if len(ratios) == 1 else None, "dice", "dhc", "best",
+                          None, Path("dhcbench-results"))
+    except (RunInterrupted, KeyboardInterrupt) as exc:
+        err_console.print(f"interrupted: {exc or 'KeyboardInterrupt'}; queued runs cancelled,"
+                          " running ones marked KILLED. Run the same sweep again to resume.")
+        raise typer.Exit(130) from None
+
+
+@app.command()
+@user_errors
+def bench(
+    methods_: Annotated[str, typer.Option("--methods", help="Comma-separated method keys, or 'paper' (the paper's methods) or 'all'.")] = "paper",
+    dataset: Annotated[str, typer.Option("--dataset", "-d")] = "phantom",
+    ratio: Annotated[float, typer.Option("--ratio", "-r")] = 0.2,
+    steps: Annotated[int, typer.Option(help="Timed steps per method.")] = 5,
+    warmup: Annotated[int, typer.Option(help="Untimed steps first.")] = 2,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Setting overrides, as for run.")] = None,
+) -> None:
+    """Time one training step of each method (median of --steps) on the dataset's patches."""
+    from rich.table import Table
+
+    from dhcbench.benchmark.bench import bench_methods
+    from dhcbench.benchmark.runner import default_layers
+    from dhcbench.methods import METHODS
+
+    paper = ["fully", "labeled-only", "uamt", "urpc", "cps", "ssnet", "dst", "depl", "adsh",
+             "crest", "simis", "basak", "cld", "dhc"]
+    if steps < 1 or warmup < 0:
+        raise UserError("--steps must be >= 1 and --warmup >= 0")
+    names = (paper if methods_ == "paper" else list(METHODS) if methods_ == "all"
+             else [METHODS.canonical(m) for m in methods_.split(",") if m.strip()])
+    layers = default_layers(None, set_ or [])
+    t = Table(title=f"training step on {dataset} (median of {steps})", header_style="bold")
+    for col in ("method", "median s/step", "min s/step", "peak MB"):
+        t.add_column(col, justify="right" if col != "method" else "left")
+
+    def show(r) -> None:  # noqa: ANN001
+        console.print(f"{r.method}: {r.median_s:.3f} s/step (min {r.min_s:.3f}),"
+                      f" peak {r.peak_mb:.0f} MB")
+        t.add_row(r.method, f"{r.median_s:.3f}", f"{r.min_s:.3f}", f"{r.peak_mb:.0f}")
+
+    bench_methods(names, dataset, ratio, layers, steps, warmup, show)
+    console.print(t)
