@@ -30,6 +30,7 @@ from dhcbench.methods.losses import ce_plus_dice, weighted_ce
 from dhcbench.methods.networks import INITIALISERS, VNet
 from dhcbench.methods.pseudo import PSEUDO_LABELERS, PseudoLabeler
 from dhcbench.methods.weighting import WEIGHTINGS, WeightingStrategy
+from dhcbench.registry import Registry
 
 SUP_LOSSES = ("w_ce+dice", "wce")
 UNSUP_LOSSES = ("wce", "ce+dice")
@@ -281,28 +282,36 @@ _register(
 
 # -- ablation pairings: any two weightings on the two branches (paper Table 3) ---------------
 
-PAIRING_WEIGHTINGS = ("uniform", "distdw", "diffdw", "crest", "simis", "cld")
-PAIRING_TITLES = {"uniform": "Org", "distdw": "DistDW", "diffdw": "DiffDW", "crest": "CReST",
-                  "simis": "SimiS", "cld": "CLD"}
+#: DHC's own weightings: their same-weighting pairings (``distdw-distdw``, ``diffdw-diffdw``)
+#: are in the "ours" family and take the weighting's key as an alias.
+DHC_WEIGHTINGS = ("diffdw", "distdw")
+
+
+def ablation_pairings(
+    weightings: Registry[type[WeightingStrategy]] = WEIGHTINGS,
+) -> list[tuple[str, str]]:
+    """Every ordered pair ``(a, b)`` of registered weightings (a on branch A, b on B), sorted;
+    a strategy registered with ``@weighting`` joins the ablation without further code."""
+    return [(a, b) for a in weightings for b in weightings]
 
 
 def _register_pairings() -> None:
-    for a in PAIRING_WEIGHTINGS:
-        for b in PAIRING_WEIGHTINGS:
-            key = f"{a}-{b}"
-            if key in METHODS:  # cps, dhc, crest and simis are pairings already
-                continue
-            same_dw = a == b and a in ("distdw", "diffdw")
-            _register(
-                key, f"{PAIRING_TITLES[a]}-{PAIRING_TITLES[b]}",
-                "ours" if same_dw else "ablation",
-                "Wang & Li, MICCAI 2023, Table 3 (ablation of the branch weightings)",
-                _cotraining(Branch(a, "kaiming"), Branch(b, "xavier")), _KX,
-                f"Co-training with {PAIRING_TITLES[a]} weights on branch A and"
-                f" {PAIRING_TITLES[b]} on branch B, each in its branch's supervised and"
-                " unsupervised losses." + _LOSS_NOTE,
-                aliases=(a,) if same_dw else (),
-            )
+    """Register ``<a>-<b>`` for every pairing, titled from the classes' ``title``."""
+    for a, b in ablation_pairings():
+        key = f"{a}-{b}"
+        if key in METHODS:  # cps, dhc, crest and simis are pairings already
+            continue
+        title_a, title_b = WEIGHTINGS.get(a).title, WEIGHTINGS.get(b).title
+        same_dw = a == b and a in DHC_WEIGHTINGS
+        _register(
+            key, f"{title_a}-{title_b}",
+            "ours" if same_dw else "ablation",
+            "Wang & Li, MICCAI 2023, Table 3 (ablation of the branch weightings)",
+            _cotraining(Branch(a, "kaiming"), Branch(b, "xavier")), _KX,
+            f"Co-training with {title_a} weights on branch A and {title_b} on branch B,"
+            " each in its branch's supervised and unsupervised losses." + _LOSS_NOTE,
+            aliases=(a,) if same_dw else (),
+        )
 
 
 _register_pairings()

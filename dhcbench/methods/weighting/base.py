@@ -1,0 +1,116 @@
+"""The class-weighting interface, its state handling and the WEIGHTINGS registry.
+
+Every strategy maps what a branch sees in one iteration to a class-weight vector ``(K,)``
+(K counts the background) used in that branch's supervised and unsupervised losses:
+
+- ``reset(labeled_counts)`` -> the initial weights, from the voxel counts ``(K,)`` of the
+  labeled ground truth (whole labeled volumes);
+- ``update(logits_l=..., labels_l=..., logits_u=...)`` -> this iteration's weights. Logits are
+  ``(B, K, D, H, W)``, labels ``(B, D, H, W)`` long; each strategy reads what it needs and
+  ignores the rest. Call it under ``torch.no_grad()``.
+
+``variant="reference"`` (default) reproduces the official DHC code exactly (reference §7.1,
+§7.2, §8.8, §8.9), including its ×K scaling and EMA forms; ``variant="paper"`` follows the
+DHC paper's Eq. 3–5 where they differ (reference §12 items 3–9). Strategies keep their state
+as the tensors named in ``state_names`` and export it through ``state_dict`` so a resumed
+run continues exactly. All histograms are computed on the logits' device with ``bincount``
+(no host round-trip).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar, TypeVar
+
+import torch
+
+from dhcbench.registry import Registry
+
+VARIANTS = ("reference", "paper")
+
+
+class WeightingStrategy:
+    """Base class: holds the current weights and the tensors of its state.
+
+    A subclass implements ``reset`` and ``update``, sets ``title`` and lists any state
+    tensor beyond ``weights`` in ``state_names``; moving, exporting and restoring the state
+    is done here, once, for all of them.
+    """
+
+    #: The strategy's name in the DHC paper's ablation table (Table 3), e.g. ``"DistDW"``;
+    #: the generated ``<a>-<b>`` pairings are titled from it.
+    title: ClassVar[str] = ""
+    #: Whether ``reset`` refuses (with a UserError) a class absent from the labeled counts.
+    requires_every_class: ClassVar[bool] = False
+    #: Whether ``update`` moves the weights; False: fixed by ``reset``, returned unchanged.
+    adaptive: ClassVar[bool] = True
+    #: Names of the tensor attributes that make up the state (exported by state_dict).
+    state_names: ClassVar[tuple[str, ...]] = ("weights",)
+
+    def __init__(self, num_classes: int, variant: str = "reference") -> None:
+        if variant == "fixed":  # methods' "fixed" variant: the strategies as in the code
+            variant = "reference"
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        if num_classes < 2:
+            raise ValueError("num_classes counts the background and must be >= 2")
+        self.num_classes = num_classes
+        self.variant = variant
+        self.weights = torch.ones(num_classes, dtype=torch.float64)
+
+    def reset(self, labeled_counts: torch.Tensor) -> torch.Tensor:
+        """Initialise from the labeled ground truth's voxel counts (K,); returns (K,) float32."""
+        raise NotImplementedError
+
+    def update(
+        self,
+        logits_l: torch.Tensor | None = None,
+        labels_l: torch.Tensor | None = None,
+        logits_u: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """This iteration's weights (K,) float32, on the logits' device."""
+        raise NotImplementedError
+
+    def current(self) -> torch.Tensor:
+        """The latest weights (K,) float32."""
+        return self.weights.float()
+
+    def to(self, device: torch.device | str) -> WeightingStrategy:
+        """Move the state tensors to ``device``."""
+        for name in self.state_names:
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Copies of the state tensors."""
+        return {name: getattr(self, name).detach().clone() for name in self.state_names}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore tensors written by :meth:`state_dict` (kept on their current device)."""
+        for name in self.state_names:
+            current = getattr(self, name)
+            setattr(self, name, state[name].to(device=current.device, dtype=current.dtype))
+
+
+#: Weighting strategies by key; pairings such as ``diffdw-distdw`` combine two of them.
+WEIGHTINGS: Registry[type[WeightingStrategy]] = Registry("weighting")
+
+S = TypeVar("S", bound=type[WeightingStrategy])
+
+
+def weighting(key: str) -> Callable[[S], S]:
+    """Class decorator: register the strategy in :data:`WEIGHTINGS` under ``key``.
+
+    The class must set ``title``; registering it also makes the ``<key>-<other>`` ablation
+    pairings of :mod:`dhcbench.methods.cotraining` (for every other registered strategy).
+    """
+
+    def decorate(cls: S) -> S:
+        if not (isinstance(cls, type) and issubclass(cls, WeightingStrategy)):
+            raise TypeError(f"@weighting({key!r}) decorates WeightingStrategy subclasses")
+        if not cls.title:
+            raise ValueError(f"weighting {key!r} ({cls.__name__}) needs a title")
+        WEIGHTINGS.add(key, cls)
+        return cls
+
+    return decorate

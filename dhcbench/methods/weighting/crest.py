@@ -1,0 +1,40 @@
+"""CReST class-rebalancing weights (Wei et al., CVPR 2021) as adapted by the DHC code."""
+
+from __future__ import annotations
+
+import torch
+
+from dhcbench.methods.weighting.base import WeightingStrategy, weighting
+from dhcbench.methods.weighting.functional import argmax_histogram, crest_weights, ema
+
+
+@weighting("crest")
+class CReST(WeightingStrategy):
+    """CReST class-rebalancing weights (reference §8.8).
+
+    Counts the branch's own argmax on the unlabeled patches, maps them with
+    :func:`crest_weights` (reversed-rank ``(N_k / N_max) ** power``, no ×K) and smooths
+    with an EMA (0.99), initialised from the labeled ground truth. Both variants are the
+    reference's. State: the EMA'd weights.
+    """
+
+    title = "CReST"
+
+    def __init__(
+        self, num_classes: int, momentum: float = 0.99, power: float = 1.0 / 3.0,
+        variant: str = "reference",
+    ) -> None:
+        super().__init__(num_classes, variant)
+        self.momentum = momentum
+        self.power = power
+
+    def reset(self, labeled_counts: torch.Tensor) -> torch.Tensor:
+        self.weights = crest_weights(labeled_counts, self.power)
+        return self.current()
+
+    def update(self, logits_l=None, labels_l=None, logits_u=None) -> torch.Tensor:  # noqa: ANN001
+        if logits_u is None:
+            raise ValueError("CReST.update needs logits_u (the unlabeled half of the batch)")
+        w = crest_weights(argmax_histogram(logits_u), self.power)
+        self.weights = ema(self.weights.to(w.device), w, self.momentum)
+        return self.current()

@@ -1,0 +1,60 @@
+"""DiffDW: difficulty-aware debiasing weighting (DHC, Wang & Li, MICCAI 2023, Eq. 5)."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+
+from dhcbench.methods.losses import hard_dice_per_class
+from dhcbench.methods.weighting.base import WeightingStrategy, weighting
+from dhcbench.methods.weighting.functional import EPS, diffdw_speed_terms, diffdw_weights, ema
+
+
+@weighting("diffdw")
+class DiffDW(WeightingStrategy):
+    """Weights from the hard Dice λ_t per class (background included) on the labeled patches
+    and how fast each class is learned or unlearned (:func:`diffdw_speed_terms`,
+    :func:`diffdw_weights`); ``reset`` gives K·1 (the reference's ``init_weights``).
+    Reference (§7.2): EMAs of momentum (τ-1)/τ of the terms and of ``1 - λ`` (from 1), ×K.
+    Paper: sums over a ring buffer ``window`` of the last τ (learn, unlearn, 1 - λ) rows
+    (``filled`` of them written), no ×K."""
+
+    title = "DiffDW"
+    state_names = ("weights", "last_dice", "learn", "unlearn", "dice_weight", "window", "filled")
+
+    def __init__(self, num_classes: int, accumulate_iters: int = 50, alpha: float = 0.2,
+                 variant: str = "reference") -> None:
+        super().__init__(num_classes, variant)
+        if accumulate_iters < 1:
+            raise ValueError("accumulate_iters (tau) must be >= 1")
+        self.tau, self.alpha = int(accumulate_iters), alpha
+        self.reset(torch.zeros(num_classes))
+
+    def reset(self, labeled_counts: torch.Tensor) -> torch.Tensor:
+        full = partial(torch.full, dtype=torch.float64, device=labeled_counts.device)
+        k, vec = self.num_classes, (self.num_classes,)
+        self.weights, self.last_dice = full(vec, float(k)), full(vec, EPS)
+        self.learn, self.unlearn, self.dice_weight = full(vec, 0.0), full(vec, 0.0), full(vec, 1.0)
+        self.window, self.filled = full((self.tau, 3, k), 0.0), full((), 0, dtype=torch.long)
+        return self.current()
+
+    def update(self, logits_l=None, labels_l=None, logits_u=None) -> torch.Tensor:  # noqa: ANN001
+        if logits_l is None or labels_l is None:
+            raise ValueError("DiffDW.update needs logits_l and labels_l (the labeled half)")
+        dice = hard_dice_per_class(logits_l, labels_l).double()
+        if self.last_dice.device != dice.device:
+            self.to(dice.device)
+        learn, unlearn = diffdw_speed_terms(dice, self.last_dice, self.variant == "reference")
+        self.last_dice = dice
+        if self.variant == "reference":
+            mu = (self.tau - 1) / self.tau
+            self.learn, self.unlearn = ema(self.learn, learn, mu), ema(self.unlearn, unlearn, mu)
+            self.dice_weight = ema(self.dice_weight, 1.0 - dice, mu)
+            self.weights = diffdw_weights(self.learn, self.unlearn, self.dice_weight,
+                                          self.alpha, float(self.num_classes))
+        else:
+            self.window[self.filled % self.tau] = torch.stack([learn, unlearn, 1.0 - dice])
+            self.filled = self.filled + 1
+            self.weights = diffdw_weights(*self.window.sum(0), self.alpha, 1.0)
+        return self.current()

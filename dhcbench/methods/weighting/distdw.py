@@ -1,0 +1,44 @@
+"""DistDW: distribution-aware debiasing weighting (DHC, Wang & Li, MICCAI 2023, Eq. 3–4)."""
+
+from __future__ import annotations
+
+import torch
+
+from dhcbench.methods.weighting.base import WeightingStrategy, weighting
+from dhcbench.methods.weighting.functional import argmax_histogram, distdw_weights, ema
+
+
+@weighting("distdw")
+class DistDW(WeightingStrategy):
+    """Distribution-aware debiasing weighting (DHC, Eq. 3–4; reference §7.1).
+
+    Counts the branch's argmax over the unlabeled patches (background included), turns them
+    into ``ln(N_max / N_k) / max ln(...)`` weights (×K in the reference code) and smooths
+    them with an EMA ``W <- momentum * W + (1 - momentum) * w`` (β = 0.99 in DHC), starting
+    from the same formula on the labeled counts. Background, the majority class, therefore
+    gets weight exactly 0. ``variant="paper"`` omits the ×K scaling (the paper does not
+    mention it; it cancels in the weighted-mean CE but not in the Dice term). State: the
+    EMA'd weights.
+    """
+
+    title = "DistDW"
+
+    def __init__(
+        self, num_classes: int, momentum: float = 0.99, variant: str = "reference"
+    ) -> None:
+        super().__init__(num_classes, variant)
+        self.momentum = momentum
+
+    def _raw(self, counts: torch.Tensor) -> torch.Tensor:
+        return distdw_weights(counts, scale_by_k=self.variant == "reference")
+
+    def reset(self, labeled_counts: torch.Tensor) -> torch.Tensor:
+        self.weights = self._raw(labeled_counts)
+        return self.current()
+
+    def update(self, logits_l=None, labels_l=None, logits_u=None) -> torch.Tensor:  # noqa: ANN001
+        if logits_u is None:
+            raise ValueError("DistDW.update needs logits_u (the unlabeled half of the batch)")
+        w = self._raw(argmax_histogram(logits_u))
+        self.weights = ema(self.weights.to(w.device), w, self.momentum)
+        return self.current()
