@@ -1,10 +1,17 @@
-"""MLflow behind one small interface.
+"""Run tracking behind one small interface: the :class:`Tracker` protocol, with MLflow as
+its implementation (:class:`MlflowTracker`) and an in-memory one for tests
+(:mod:`dhcbench.benchmark.memory_tracker`).
 
 One parent run per ``dhcbench run`` invocation and one child run per seed (linked with
 MLflow's ``mlflow.parentRunId`` tag, so ``mlflow ui`` nests them). Metrics are sent in
 batches (``log_batch``: one SQLite transaction instead of one per value). Every run records
 the host and process that own it; :meth:`Tracker.reap_stale` marks runs whose process died
 without ending them as FAILED, so nothing stays RUNNING forever.
+
+Runs come back as MLflow-shaped records: ``run.info`` (``run_id``, ``run_name``,
+``status``, ``start_time``) and ``run.data`` (``tags``, ``params``, ``metrics``: latest
+values). Queries use MLflow's filter syntax, limited to what dhcbench writes: clauses
+``tags.`<name>` = '<value>'`` and ``attributes.status = '<STATUS>'`` joined by ``and``.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import socket
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from dhcbench.errors import UserError
 
@@ -38,117 +45,101 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-class Tracker:
-    """Thin wrapper over ``MlflowClient`` for one experiment."""
+@runtime_checkable
+class Tracker(Protocol):
+    """Where runs are written and read back, for one experiment (run ids are strings)."""
 
-    def __init__(self, uri: str | None, experiment: str) -> None:
-        import mlflow
-        from mlflow.tracking import MlflowClient
-
-        self.uri = uri or mlflow.get_tracking_uri()
-        self.client = MlflowClient(tracking_uri=self.uri)
-        exp = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = (
-            exp.experiment_id if exp is not None else self.client.create_experiment(experiment)
-        )
-
-    # -- runs ----------------------------------------------------------------------------------
-    def _owner_tags(self) -> dict[str, str]:
-        return {PID: str(os.getpid()), HOST: socket.gethostname()}
-
-    def start_run(self, name: str, tags: Mapping[str, Any], parent_id: str | None = None) -> str:
-        all_tags = {k: str(v) for k, v in tags.items()} | self._owner_tags()
-        if parent_id is not None:
-            all_tags[PARENT] = parent_id
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
-        return run.info.run_id
+    def start_run(self, name: str, tags: Mapping[str, Any], parent_id: str | None = None
+                  ) -> str:
+        """A new RUNNING run (a child of ``parent_id`` when given); returns its id."""
+        ...
 
     def reopen(self, run_id: str) -> None:
         """Mark an ended run RUNNING again, owned by this process (``--resume``)."""
-        self.client.update_run(run_id, status="RUNNING")
-        self.set_tags(run_id, self._owner_tags())
+        ...
 
     def end(self, run_id: str, status: str) -> None:
         """``FINISHED``, ``FAILED`` or ``KILLED``."""
-        self.client.set_terminated(run_id, status=status)
+        ...
 
-    def get(self, run_id: str) -> Any:
-        return self.client.get_run(run_id)
-
-    # -- logging -------------------------------------------------------------------------------
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        items = [Metric(k, float(v), now, int(step)) for k, v in metrics.items()]
-        for i in range(0, len(items), 1000):
-            self.client.log_batch(run_id, metrics=items[i:i + 1000], synchronous=True)
+        """Values of several metrics at ``step``."""
+        ...
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
-        for i in range(0, len(items), 100):
-            self.client.log_batch(run_id, params=items[i:i + 100], synchronous=True)
+        """Parameters (stored as strings)."""
+        ...
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
-        from mlflow.entities import RunTag
+        """Tags (stored as strings); an existing tag is overwritten."""
+        ...
 
-        items = [RunTag(k, str(v)) for k, v in tags.items()]
-        self.client.log_batch(run_id, tags=items, synchronous=True)
-
-    def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(run_id, str(path), artifact_path)
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None
+                     ) -> None:
+        """A copy of the file ``path`` under the run's ``artifact_path`` folder."""
+        ...
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
-        self.client.log_text(run_id, text, artifact_file)
+        """``text`` as the artifact ``artifact_file``."""
+        ...
 
     def log_figure(self, run_id: str, figure: Any, artifact_file: str) -> None:
-        """Log a matplotlib figure (PNG) and close it."""
-        import matplotlib.pyplot as plt
+        """A matplotlib figure as a PNG artifact; the figure is closed."""
+        ...
 
-        self.client.log_figure(run_id, figure, artifact_file)
-        plt.close(figure)
+    def download_artifact(self, run_id: str, artifact: str, dest: Path) -> Path:
+        """The artifact copied into the folder ``dest``; its local path."""
+        ...
 
-    def weight_history(self, run_id: str) -> dict[str, dict[str, list[tuple[int, float]]]]:
-        """``{branch: {class: [(epoch, weight), …]}}`` from ``train/weight_<branch>/<class>``."""
-        series: dict[str, dict[str, list[tuple[int, float]]]] = {}
-        for key, points in self.history(run_id, "train/weight_").items():
-            branch, cls = key[len("train/weight_"):].split("/", 1)
-            series.setdefault(branch, {})[cls] = points
-        return series
+    def get(self, run_id: str) -> Any:
+        """The run record."""
+        ...
+
+    def search(self, filter_string: str = "", max_results: int = 50000) -> list[Any]:
+        """Runs of the experiment matching the filter, newest first."""
+        ...
+
+    def children(self, parent_id: str) -> list[Any]:
+        """The runs whose parent is ``parent_id``, newest first."""
+        ...
 
     def history(self, run_id: str, prefix: str) -> dict[str, list[tuple[int, float]]]:
         """``{metric: [(step, value), …]}`` for every metric of the run under ``prefix``."""
-        keys = [k for k in self.client.get_run(run_id).data.metrics if k.startswith(prefix)]
-        return {k: [(m.step, m.value) for m in self.client.get_metric_history(run_id, k)]
-                for k in keys}
+        ...
 
-    # -- queries -------------------------------------------------------------------------------
-    def search(self, filter_string: str = "", max_results: int = 50000) -> list[Any]:
-        """Runs of this experiment matching an MLflow filter string, newest first."""
-        return list(self.client.search_runs(
-            [self.experiment_id], filter_string=filter_string, max_results=max_results,
-            order_by=["attributes.start_time DESC"],
-        ))
-
-    def children(self, parent_id: str) -> list[Any]:
-        return self.search(f"tags.`{PARENT}` = '{parent_id}'")
+    def weight_history(self, run_id: str) -> dict[str, dict[str, list[tuple[int, float]]]]:
+        """``{branch: {class: [(epoch, weight), …]}}`` from ``train/weight_<branch>/<class>``."""
+        ...
 
     def reap_stale(self) -> int:
         """Mark RUNNING runs whose owning process on this host is gone as FAILED."""
-        host = socket.gethostname()
-        reaped = 0
-        for run in self.search("attributes.status = 'RUNNING'"):
-            tags = run.data.tags
-            if tags.get(HOST) != host or PID not in tags:
-                continue
-            if not _pid_alive(int(tags[PID])):
-                self.set_tags(run.info.run_id, {"dhcbench.note": "process ended without "
-                                                "closing the run; marked FAILED"})
-                self.end(run.info.run_id, "FAILED")
-                reaped += 1
-        return reaped
+        ...
+
+
+def owner_tags() -> dict[str, str]:
+    """The tags that say which process on which host owns a RUNNING run."""
+    return {PID: str(os.getpid()), HOST: socket.gethostname()}
+
+
+def weight_series(history: Mapping[str, list[tuple[int, float]]]
+                  ) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """``train/weight_<branch>/<class>`` histories regrouped by branch and class."""
+    series: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for key, points in history.items():
+        branch, cls = key[len("train/weight_"):].split("/", 1)
+        series.setdefault(branch, {})[cls] = points
+    return series
+
+
+def stale_runs(running: list[Any]) -> list[str]:
+    """Ids of the RUNNING runs owned by a process of this host that no longer exists."""
+    host = socket.gethostname()
+    return [run.info.run_id for run in running
+            if run.data.tags.get(HOST) == host and PID in run.data.tags
+            and not _pid_alive(int(run.data.tags[PID]))]
+
+
+STALE_NOTE = {"dhcbench.note": "process ended without closing the run; marked FAILED"}
 
 
 def require_store(uri: str | None) -> None:
@@ -190,7 +181,7 @@ def sqlite_creation_lock(uri: str | None) -> Iterator[None]:
 
 
 def open_tracker(uri: str | None, experiment: str) -> Tracker:
-    """A Tracker, with an actionable error when the store cannot be opened or written."""
+    """An MLflow tracker, with an actionable error when the store cannot be opened or written."""
     if uri is None and not os.environ.get("MLFLOW_TRACKING_URI"):
         here = Path.cwd()
         if not os.access(here, os.W_OK):
@@ -202,10 +193,12 @@ def open_tracker(uri: str | None, experiment: str) -> Tracker:
     # race to create its tables or the experiment. For an SQLite file, a lock file beside it
     # serialises the creation (its schema migration is not safe to run twice at once); for a
     # server store the losers succeed on a second try.
+    from dhcbench.benchmark.mlflow_tracker import MlflowTracker
+
     for attempt in range(4):
         try:
             with sqlite_creation_lock(uri):
-                return Tracker(uri, experiment)
+                return MlflowTracker(uri, experiment)
         except UserError:
             raise
         except Exception as exc:  # MLflow raises several types for unreachable stores

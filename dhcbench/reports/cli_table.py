@@ -40,11 +40,8 @@ def class_names_of(group: pd.DataFrame) -> tuple[str, ...]:
 
 def _case_rows(tracker: Tracker, run_id: str, checkpoint: str, seed: str) -> pd.DataFrame:
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = tracker.client.download_artifacts(
-                run_id, f"metrics/test_cases_{checkpoint}.csv", tmp)
-        except Exception as exc:  # MLflow raises various types for missing artifacts
-            raise UserError(f"run {run_id}: no per-case metrics artifact ({exc})") from exc
+        path = tracker.download_artifact(run_id, f"metrics/test_cases_{checkpoint}.csv",
+                                         Path(tmp))
         rows = pd.read_csv(path)
     rows["seed"] = seed
     return rows

@@ -47,7 +47,7 @@ def load_run(tracker: Tracker, run_id: str) -> LoadedRun:
     if tags.get(ROLE) != "seed":
         raise UserError(f"--run {run_id}: not a dhcbench seed run")
     with tempfile.TemporaryDirectory() as tmp:
-        path = tracker.client.download_artifacts(run_id, "spec.yaml", tmp)
+        path = tracker.download_artifact(run_id, "spec.yaml", Path(tmp))
         data: dict[str, Any] = yaml.safe_load(Path(path).read_text())
     return LoadedRun(run_id, build_spec([data]), tags, dict(run.data.params),
                      run.info.run_name or run_id)
@@ -75,9 +75,8 @@ def best_method(tracker: Tracker, loaded: LoadedRun, dspec: DatasetSpec) -> Meth
     else:
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                path = tracker.client.download_artifacts(loaded.run_id, "checkpoint/best.pt",
-                                                         tmp)
-            except Exception as exc:  # noqa: BLE001
+                path = tracker.download_artifact(loaded.run_id, "checkpoint/best.pt", Path(tmp))
+            except UserError as exc:
                 raise UserError(f"--run {loaded.run_id}: no best checkpoint here or in its"
                                 " artifacts") from exc
             state = checkpoint.load(Path(path))

@@ -1,0 +1,123 @@
+"""The MLflow implementation of :class:`dhcbench.benchmark.tracking.Tracker`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from dhcbench.benchmark.tracking import (
+    PARENT,
+    STALE_NOTE,
+    owner_tags,
+    stale_runs,
+    weight_series,
+)
+from dhcbench.errors import UserError
+
+
+class MlflowTracker:
+    """The :class:`Tracker` of an MLflow store: a thin wrapper over ``MlflowClient``."""
+
+    def __init__(self, uri: str | None, experiment: str) -> None:
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri or mlflow.get_tracking_uri()
+        self.client = MlflowClient(tracking_uri=self.uri)
+        exp = self.client.get_experiment_by_name(experiment)
+        self.experiment_id = (
+            exp.experiment_id if exp is not None else self.client.create_experiment(experiment)
+        )
+
+    # -- runs ----------------------------------------------------------------------------------
+    def start_run(self, name: str, tags: Mapping[str, Any], parent_id: str | None = None) -> str:
+        all_tags = {k: str(v) for k, v in tags.items()} | owner_tags()
+        if parent_id is not None:
+            all_tags[PARENT] = parent_id
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        return run.info.run_id
+
+    def reopen(self, run_id: str) -> None:
+        """Mark an ended run RUNNING again, owned by this process (``--resume``)."""
+        self.client.update_run(run_id, status="RUNNING")
+        self.set_tags(run_id, owner_tags())
+
+    def end(self, run_id: str, status: str) -> None:
+        """``FINISHED``, ``FAILED`` or ``KILLED``."""
+        self.client.set_terminated(run_id, status=status)
+
+    def get(self, run_id: str) -> Any:
+        return self.client.get_run(run_id)
+
+    # -- logging -------------------------------------------------------------------------------
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, int(step)) for k, v in metrics.items()]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(run_id, metrics=items[i:i + 1000], synchronous=True)
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i:i + 100], synchronous=True)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(k, str(v)) for k, v in tags.items()]
+        self.client.log_batch(run_id, tags=items, synchronous=True)
+
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        self.client.log_text(run_id, text, artifact_file)
+
+    def log_figure(self, run_id: str, figure: Any, artifact_file: str) -> None:
+        """Log a matplotlib figure (PNG) and close it."""
+        import matplotlib.pyplot as plt
+
+        self.client.log_figure(run_id, figure, artifact_file)
+        plt.close(figure)
+
+    def weight_history(self, run_id: str) -> dict[str, dict[str, list[tuple[int, float]]]]:
+        """``{branch: {class: [(epoch, weight), …]}}`` from ``train/weight_<branch>/<class>``."""
+        return weight_series(self.history(run_id, "train/weight_"))
+
+    def download_artifact(self, run_id: str, artifact: str, dest: Path) -> Path:
+        """The artifact copied into ``dest``; any failure is a UserError naming it."""
+        try:
+            return Path(self.client.download_artifacts(run_id, artifact, str(dest)))
+        except Exception as exc:  # MLflow raises various types for missing artifacts
+            raise UserError(f"run {run_id}: no artifact {artifact} ({exc})") from exc
+
+    def history(self, run_id: str, prefix: str) -> dict[str, list[tuple[int, float]]]:
+        """``{metric: [(step, value), …]}`` for every metric of the run under ``prefix``."""
+        keys = [k for k in self.client.get_run(run_id).data.metrics if k.startswith(prefix)]
+        return {k: [(m.step, m.value) for m in self.client.get_metric_history(run_id, k)]
+                for k in keys}
+
+    # -- queries -------------------------------------------------------------------------------
+    def search(self, filter_string: str = "", max_results: int = 50000) -> list[Any]:
+        """Runs of this experiment matching an MLflow filter string, newest first."""
+        return list(self.client.search_runs(
+            [self.experiment_id], filter_string=filter_string, max_results=max_results,
+            order_by=["attributes.start_time DESC"],
+        ))
+
+    def children(self, parent_id: str) -> list[Any]:
+        return self.search(f"tags.`{PARENT}` = '{parent_id}'")
+
+    def reap_stale(self) -> int:
+        """Mark RUNNING runs whose owning process on this host is gone as FAILED."""
+        stale = stale_runs(self.search("attributes.status = 'RUNNING'"))
+        for run_id in stale:
+            self.set_tags(run_id, STALE_NOTE)
+            self.end(run_id, "FAILED")
+        return len(stale)
