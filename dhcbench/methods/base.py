@@ -92,8 +92,9 @@ class MethodInfo:
     """A registry entry: how to build a method and what to say about it.
 
     ``factory(num_classes=, in_channels=, base_filters=, variant=, **kwargs)`` builds the
-    method; ``defaults`` are its keyword arguments' defaults (shown by ``dhcbench methods``)
-    and ``train_overrides`` the run-spec values it changes (for example its own λ).
+    method; :attr:`defaults` are its keyword arguments' defaults, read from the factory's
+    signature (so each is written once, there), and ``train_overrides`` the run-spec values
+    it changes (for example its own λ). Register one with :func:`register_method`.
     """
 
     key: str
@@ -106,9 +107,13 @@ class MethodInfo:
     variants: tuple[str, ...] = ("reference",)
     data_mode: str = "semi"  # semi | labeled (labeled cases only) | all (every training case)
     reference_lambda: str = "0.1"  # λ of the reference script's code default, for the record
-    defaults: Mapping[str, Any] = field(default_factory=dict)
     train_overrides: Mapping[str, Any] = field(default_factory=dict)
     search_space: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """The factory's keyword arguments beyond the build arguments, with their defaults."""
+        return keyword_defaults(self.factory, BUILD_ARGS)
 
     def build(
         self,
@@ -151,6 +156,23 @@ LR_LAMBDA_SPACE: dict[str, tuple[str, float, float]] = {
 
 #: Every method by key.
 METHODS: Registry[MethodInfo] = Registry("method")
+
+
+#: What every factory takes from the run (the rest are the method's own keyword arguments).
+BUILD_ARGS = ("num_classes", "in_channels", "base_filters", "variant")
+
+
+def register_method(key: str, factory: Callable[..., Method] | None = None, *,
+                    aliases: tuple[str, ...] = (), **fields: Any) -> Any:
+    """Register a method under ``key``: ``register_method(key, factory, title=…, …)``, or as
+    a decorator of the factory (``@register_method(key, title=…, …)``). ``fields`` are the
+    other :class:`MethodInfo` fields; the defaults come from the factory's signature."""
+
+    def add(func: Callable[..., Method]) -> Callable[..., Method]:
+        METHODS.add(key, MethodInfo(key=key, factory=func, **fields), aliases=aliases)
+        return func
+
+    return add if factory is None else add(factory)
 
 
 def keyword_defaults(func: Callable[..., Any], skip: tuple[str, ...]) -> dict[str, Any]:

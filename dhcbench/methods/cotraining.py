@@ -21,10 +21,10 @@ from dhcbench.methods.base import (
     METHODS,
     Batch,
     Method,
-    MethodInfo,
     SetupContext,
     StepContext,
     StepOutput,
+    register_method,
 )
 from dhcbench.methods.losses import ce_plus_dice, weighted_ce
 from dhcbench.methods.networks import INITIALISERS, VNet
@@ -190,7 +190,6 @@ def make_dhc(
     )
 
 
-LOSS_DEFAULTS = {"sup_loss": "w_ce+dice", "unsup_loss": "auto"}
 _LOSS_NOTE = (
     " variant='paper' switches the unsupervised loss to the DHC paper's (CE + Dice) / 2;"
     " sup_loss='wce' gives its CE-only supervised loss."
@@ -200,14 +199,13 @@ _KX = "2 V-Nets (Kaiming / Xavier)"
 
 def _register(key: str, title: str, family: str, paper: str, factory: Any, networks: str,
               description: str, *, variants: tuple[str, ...] = ("reference", "paper"),
-              defaults: dict[str, Any] | None = None, aliases: tuple[str, ...] = (),
-              reference_lambda: str = "0.1", space: dict[str, Any] | None = None) -> None:
-    METHODS.add(key, MethodInfo(
-        key=key, title=title, family=family, paper=paper, factory=factory, networks=networks,
-        description=description, variants=variants, reference_lambda=reference_lambda,
-        defaults=dict(LOSS_DEFAULTS if defaults is None else defaults),
-        search_space={**LR_LAMBDA_SPACE, **(space or {})},
-    ), aliases=aliases)
+              aliases: tuple[str, ...] = (), reference_lambda: str = "0.1",
+              space: dict[str, Any] | None = None) -> None:
+    """:func:`register_method` with the co-training family's variants and search space."""
+    register_method(key, factory, aliases=aliases, title=title, family=family, paper=paper,
+                    networks=networks, description=description, variants=variants,
+                    reference_lambda=reference_lambda,
+                    search_space={**LR_LAMBDA_SPACE, **(space or {})})
 
 
 _register(
@@ -227,7 +225,6 @@ _register(
     " (reference code's losses, EMAs and ×K scaling by default). variant='paper' uses the"
     " paper's Eq. 3-5 (windowed sums over τ, no Δ factor, no ×K) and its (CE + Dice) / 2"
     " unsupervised loss.",
-    defaults={"beta": 0.99, "alpha": 0.2, "tau": 50, **LOSS_DEFAULTS},
     aliases=("diffdw-distdw",), reference_lambda="1 (train_dhc.py default; README passes 0.1)",
     space={"beta": ("float", 0.9, 0.999), "alpha": ("float", 0.05, 1.0),
            "tau": ("int", 10, 200)},

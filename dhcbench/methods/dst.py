@@ -17,12 +17,11 @@ import torch.nn.functional as F
 
 from dhcbench.methods.base import (
     LR_LAMBDA_SPACE,
-    METHODS,
     Batch,
     Method,
-    MethodInfo,
     StepContext,
     StepOutput,
+    register_method,
 )
 from dhcbench.methods.losses import ce_plus_dice, class_argmax, masked_ce
 from dhcbench.methods.networks import INITIALISERS, VNetDecoupled
@@ -81,8 +80,8 @@ class DST(Method):
         return (self.networks["a"](image) + self.networks["b"](image)) / 2.0
 
 
-METHODS.add("dst", MethodInfo(
-    key="dst", title="DST", family="general",
+register_method(
+    "dst", title="DST", family="general",
     paper="Chen et al., Debiased self-training for semi-supervised learning, NeurIPS 2022",
     factory=DST, networks="2 decoupled V-Nets (encoder + main/pseudo/worst decoders; K / X)",
     description="Cross pseudo-heads with a 0.95 confidence mask and a worst-case head behind"
@@ -92,4 +91,4 @@ METHODS.add("dst", MethodInfo(
                 " §12 item 24).",
     variants=("reference", "fixed"), reference_lambda="1 (train_dst.py default)",
     search_space=LR_LAMBDA_SPACE,
-))
+)

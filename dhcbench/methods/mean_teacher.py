@@ -18,13 +18,12 @@ import torch.nn.functional as F
 
 from dhcbench.methods.base import (
     LR_LAMBDA_SPACE,
-    METHODS,
     Batch,
     Method,
-    MethodInfo,
     SetupContext,
     StepContext,
     StepOutput,
+    register_method,
 )
 from dhcbench.methods.losses import ce_plus_dice, class_argmax, negative_dice, one_hot
 from dhcbench.methods.networks import INITIALISERS, VNet
@@ -217,8 +216,8 @@ class Basak(MeanTeacher):
                 setattr(self, k, state[k].to(device))
 
 
-METHODS.add("uamt", MethodInfo(
-    key="uamt", title="UA-MT", family="general",
+register_method(
+    "uamt", title="UA-MT", family="general",
     paper="Yu et al., Uncertainty-aware self-ensembling model for semi-supervised 3D left"
           " atrium segmentation, MICCAI 2019",
     factory=UAMT, networks="student V-Net + EMA teacher (default init)",
@@ -228,9 +227,9 @@ METHODS.add("uamt", MethodInfo(
                 " §12 item 24).",
     variants=("reference", "fixed"), reference_lambda="1 (train_uamt.py default)",
     search_space=LR_LAMBDA_SPACE,
-))
-METHODS.add("basak", MethodInfo(
-    key="basak", title="Basak et al.", family="imbalance",
+)
+register_method(
+    "basak", title="Basak et al.", family="imbalance",
     paper="Basak et al., Addressing class imbalance in semi-supervised image segmentation:"
           " a study on cardiac MRI, MICCAI 2022",
     factory=Basak, networks="student V-Net + EMA teacher (Kaiming)",
@@ -239,4 +238,5 @@ METHODS.add("basak", MethodInfo(
                 " from the epoch; variant='fixed' uses the global step (reference §8.10).",
     variants=("reference", "fixed"), reference_lambda="1 (train_acisis.py default)",
     search_space=LR_LAMBDA_SPACE,
-), aliases=("acisis",))
+    aliases=("acisis",),
+)

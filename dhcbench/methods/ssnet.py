@@ -28,12 +28,11 @@ from torch import nn
 
 from dhcbench.methods.base import (
     LR_LAMBDA_SPACE,
-    METHODS,
     Batch,
     Method,
-    MethodInfo,
     StepContext,
     StepOutput,
+    register_method,
 )
 from dhcbench.methods.losses import class_argmax, negative_dice, soft_dice_per_class
 from dhcbench.methods.networks import SSNetHeads, VNet
@@ -175,8 +174,8 @@ class SSNet(Method):
         return self
 
 
-METHODS.add("ssnet", MethodInfo(
-    key="ssnet", title="SS-Net", family="general",
+register_method(
+    "ssnet", title="SS-Net", family="general",
     paper="Wu et al., Exploring smoothness and class-separation for semi-supervised medical"
           " image segmentation, MICCAI 2022",
     factory=SSNet, networks="1 V-Net + projection/prediction/selector heads (default init)",
@@ -185,4 +184,4 @@ METHODS.add("ssnet", MethodInfo(
                 " supervised loss; variant='fixed' adds it (reference §8.4, §12 item 24).",
     variants=("reference", "fixed"), reference_lambda="1 (train_ssnet.py default)",
     search_space=LR_LAMBDA_SPACE,
-))
+)

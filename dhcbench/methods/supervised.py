@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from dhcbench.methods.base import METHODS, Batch, Method, MethodInfo, StepContext, StepOutput
+from dhcbench.methods.base import Batch, Method, StepContext, StepOutput, register_method
 from dhcbench.methods.losses import ce_plus_dice
 from dhcbench.methods.networks import VNet
 
@@ -38,8 +38,8 @@ def _supervised(**kwargs: object) -> Supervised:
     return Supervised(**kwargs)  # type: ignore[arg-type]
 
 
-METHODS.add("fully", MethodInfo(
-    key="fully", title="V-Net (fully)", family="bound",
+register_method(
+    "fully", title="V-Net (fully)", family="bound",
     paper="Milletari et al., V-Net, 3DV 2016 (trained on every training case: upper bound)",
     factory=_supervised, networks="1 V-Net (default init)",
     description="Supervised V-Net on all training cases, batch 4, no early stopping"
@@ -47,13 +47,14 @@ METHODS.add("fully", MethodInfo(
     data_mode="all", reference_lambda="not used",
     train_overrides={"train": {"batch_labeled": 4, "patience": None}},
     search_space={"lr": ("log_float", 1e-3, 1e-1)},
-), aliases=("vnet_fully",))
-METHODS.add("labeled-only", MethodInfo(
-    key="labeled-only", title="V-Net (labeled only)", family="bound",
+    aliases=("vnet_fully",),
+)
+register_method(
+    "labeled-only", title="V-Net (labeled only)", family="bound",
     paper="Milletari et al., V-Net, 3DV 2016 (trained on the labeled cases: lower bound)",
     factory=_supervised, networks="1 V-Net (default init)",
     description="Supervised V-Net on the labeled cases only, with the semi-supervised"
                 " methods' schedule (2 labeled patches per step).",
     data_mode="labeled", reference_lambda="not used",
     search_space={"lr": ("log_float", 1e-3, 1e-1)},
-))
+)

@@ -14,12 +14,11 @@ import torch.nn.functional as F
 
 from dhcbench.methods.base import (
     LR_LAMBDA_SPACE,
-    METHODS,
     Batch,
     Method,
-    MethodInfo,
     StepContext,
     StepOutput,
+    register_method,
 )
 from dhcbench.methods.losses import negative_dice
 from dhcbench.methods.networks import UNet3DDeepSup
@@ -64,8 +63,8 @@ class URPC(Method):
         return self.networks["net"](image)
 
 
-METHODS.add("urpc", MethodInfo(
-    key="urpc", title="URPC", family="general",
+register_method(
+    "urpc", title="URPC", family="general",
     paper="Luo et al., Efficient semi-supervised gross target volume of nasopharyngeal"
           " carcinoma segmentation via uncertainty rectified pyramid consistency, MICCAI 2021",
     factory=URPC, networks="3D U-Net with 4 deep-supervision heads (InstanceNorm)",
@@ -73,4 +72,4 @@ METHODS.add("urpc", MethodInfo(
                 " outputs (reference §4.3, §8.3).",
     reference_lambda="1 (train_urpc.py default)",
     search_space=LR_LAMBDA_SPACE,
-))
+)
