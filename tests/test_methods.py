@@ -170,3 +170,12 @@ def test_cld_refuses_a_class_missing_from_the_labeled_set() -> None:
     counts = torch.tensor([50_000] + [100] * (K - 2) + [0])
     with pytest.raises(UserError, match="absent from the labeled set"):
         method.setup(counts, CTX)
+
+
+def test_paper_variant_uses_the_papers_losses_and_reference_the_codes() -> None:
+    paper, reference = build("dhc", "paper"), build("dhc", "reference")
+    assert (paper.sup_loss, paper.unsup_loss) == ("wce", "ce+dice")  # Eq. 1 and Eq. 2
+    assert (reference.sup_loss, reference.unsup_loss) == ("w_ce+dice", "wce")
+    mixed = METHODS.get("dhc").build(num_classes=K, in_channels=1, base_filters=4,
+                                     variant="paper", kwargs={"sup_loss": "w_ce+dice"})
+    assert (mixed.sup_loss, mixed.unsup_loss) == ("w_ce+dice", "ce+dice")

@@ -74,12 +74,14 @@ class CoTraining(Method):
         variant: str,
         branch_a: Branch,
         branch_b: Branch,
-        sup_loss: str = "w_ce+dice",
+        sup_loss: str = "auto",
         unsup_loss: str = "auto",
         pseudo: str = "hard",
         pseudo_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        if sup_loss == "auto":  # the paper's Eq. 1 is CE only; the code adds the Dice term
+            sup_loss = "wce" if variant == "paper" else "w_ce+dice"
         if sup_loss not in SUP_LOSSES:
             raise ValueError(f"sup_loss must be one of {SUP_LOSSES}, got {sup_loss!r}")
         if unsup_loss == "auto":
@@ -155,7 +157,7 @@ def _cotraining(branch_a: Branch, branch_b: Branch, pseudo: str = "hard",
     """A factory for METHODS: fixed branches, the usual keyword arguments."""
 
     def factory(*, num_classes: int, in_channels: int, base_filters: int, variant: str,
-                sup_loss: str = "w_ce+dice", unsup_loss: str = "auto") -> CoTraining:
+                sup_loss: str = "auto", unsup_loss: str = "auto") -> CoTraining:
         return CoTraining(num_classes=num_classes, in_channels=in_channels,
                           base_filters=base_filters, variant=variant, branch_a=branch_a,
                           branch_b=branch_b, sup_loss=sup_loss, unsup_loss=unsup_loss,
@@ -173,7 +175,7 @@ def make_dhc(
     beta: float = 0.99,
     alpha: float = 0.2,
     tau: int = 50,
-    sup_loss: str = "w_ce+dice",
+    sup_loss: str = "auto",
     unsup_loss: str = "auto",
 ) -> CoTraining:
     """DHC (Wang & Li, MICCAI 2023): DiffDW (α, τ) on branch A, DistDW (β) on branch B,
@@ -191,8 +193,9 @@ def make_dhc(
 
 
 _LOSS_NOTE = (
-    " variant='paper' switches the unsupervised loss to the DHC paper's (CE + Dice) / 2;"
-    " sup_loss='wce' gives its CE-only supervised loss."
+    " variant='paper' uses the DHC paper's objective: its CE-only supervised loss (Eq. 1,"
+    " sup_loss='wce') and its (CE + Dice) / 2 unsupervised loss (Eq. 2, unsup_loss='ce+dice');"
+    " sup_loss and unsup_loss 'auto' pick by variant, and either can be set on its own."
 )
 _KX = "2 V-Nets (Kaiming / Xavier)"
 
@@ -223,8 +226,8 @@ _register(
     make_dhc, "2 V-Nets (Kaiming / Kaiming)",
     "DiffDW-weighted branch A and DistDW-weighted branch B with cross pseudo supervision"
     " (reference code's losses, EMAs and ×K scaling by default). variant='paper' uses the"
-    " paper's Eq. 3-5 (windowed sums over τ, no Δ factor, no ×K) and its (CE + Dice) / 2"
-    " unsupervised loss.",
+    " paper's Eq. 3-5 (windowed sums over τ, no Δ factor, no ×K), its CE-only supervised"
+    " loss (Eq. 1) and its (CE + Dice) / 2 unsupervised loss (Eq. 2).",
     aliases=("diffdw-distdw",), reference_lambda="1 (train_dhc.py default; README passes 0.1)",
     space={"beta": ("float", 0.9, 0.999), "alpha": ("float", 0.05, 1.0),
            "tau": ("int", 10, 200)},
