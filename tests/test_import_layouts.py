@@ -177,7 +177,7 @@ def test_synapse_default_profile_is_dhc2023(tmp_path: Path, small_synapse: Path)
 
 def test_synapse_split_seed_draws_from_the_manifest_train_list(
         workdir: Path, synapse_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from dhcbench.benchmark.runner import plan_run
+    from dhcbench.benchmark.planning import plan_run
 
     monkeypatch.setenv("DHCBENCH_DATA", str(synapse_root))
     layers = [{"data": {"options": {"profile": "native"}, "split_seed": 3}}]
@@ -316,7 +316,7 @@ def test_amos_20p_refused_unless_allowed(workdir: Path, amos_root: Path,
     assert "inconsistent" in err and "data.allow_inconsistent_split=true" in err
     assert not (workdir / "mlflow.db").exists()
 
-    from dhcbench.benchmark.runner import plan_run
+    from dhcbench.benchmark.planning import plan_run
 
     layers = [{"data": {"options": {"profile": "native"}, "allow_inconsistent_split": True}}]
     split = plan_run("dhc", "amos", 0.2, [0], layers).split

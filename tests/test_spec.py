@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dhcbench.benchmark.runner import resolve_specs, seed_list
+from dhcbench.benchmark.planning import resolve_specs, seed_list
 from dhcbench.benchmark.spec import (
     RunSpec,
     build_spec,

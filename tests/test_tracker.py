@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from dhcbench.benchmark.memory_tracker import MemoryTracker
-from dhcbench.benchmark.runner import Reporter, SeedReport, default_layers, execute, plan_run
+from dhcbench.benchmark.planning import default_layers, plan_run
+from dhcbench.benchmark.runner import Reporter, SeedReport, execute
 from dhcbench.benchmark.tracking import PARENT, ROLE, Tracker, open_tracker
 from dhcbench.errors import UserError
 from tests.conftest import TINY_SETTINGS

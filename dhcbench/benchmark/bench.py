@@ -19,13 +19,8 @@ from pathlib import Path
 
 import torch
 
-from dhcbench.benchmark.runner import (
-    RunPlan,
-    build_method,
-    place_method,
-    plan_run,
-    training_sampler,
-)
+from dhcbench.benchmark.planning import RunPlan, build_method, plan_run
+from dhcbench.benchmark.runner import place_method, training_sampler
 from dhcbench.benchmark.trainer import Trainer, seed_everything
 from dhcbench.evaluation.inference import resolve_device
 

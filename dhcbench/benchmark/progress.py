@@ -14,7 +14,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from dhcbench.benchmark.runner import Reporter, run_name
+from dhcbench.benchmark.planning import run_name
+from dhcbench.benchmark.runner import Reporter
 from dhcbench.benchmark.spec import RunSpec
 
 

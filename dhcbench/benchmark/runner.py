@@ -1,19 +1,14 @@
-"""``dhcbench run``: resolve and validate the specs, then train every seed under MLflow.
+"""Executing a planned run (:mod:`dhcbench.benchmark.planning`): train and test every seed
+under MLflow.
 
-Everything that can be wrong with the input (method, dataset, ratio, seeds, settings,
-output folder, the dataset itself) is checked by :func:`plan_run` before the tracking store
-is touched, so bad input leaves no trace in MLflow. :func:`execute` then opens one parent
-run and one child run per seed; a crash marks them FAILED and an interrupt KILLED, with the
-exact training state saved for ``--resume``.
+:func:`execute` opens one parent run and one child run per seed; a crash marks them FAILED
+and an interrupt KILLED, with the exact training state saved for ``--resume``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import subprocess
-import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +17,23 @@ import pandas as pd
 import torch
 import yaml
 
-from dhcbench import __version__
 from dhcbench.benchmark import checkpoint
-from dhcbench.benchmark.spec import RunSpec, build_spec, spec_key
+from dhcbench.benchmark.planning import (
+    RunPlan,
+    build_method,
+    checkpoint_dir,
+    labeled_counts,
+    run_name,
+    run_params,
+    run_tags,
+    training_ids,
+)
+from dhcbench.benchmark.spec import RunSpec, spec_key
 from dhcbench.benchmark.tracking import CHECKPOINT_DIR, KEY, ROLE, SEED_KEY, Tracker
 from dhcbench.benchmark.trainer import Trainer, seed_everything
-from dhcbench.datasets import DATASETS, DatasetSpec, data_root
 from dhcbench.datasets.loaders import EvalCase, PatchSampler, centre_crops, iter_cases
-from dhcbench.datasets.splits import Split, ratio_tag, resolve_split
-from dhcbench.datasets.storage import PreparedDataset
-from dhcbench.errors import UserError
 from dhcbench.evaluation.inference import predict_case, resolve_device
-from dhcbench.evaluation.scoring import COLUMNS, case_rows, summarise
+from dhcbench.evaluation.scoring import COLUMNS, aggregate_seeds, case_rows, summarise
 from dhcbench.interfaces import SetupContext
 from dhcbench.methods import METHODS
 from dhcbench.methods.base import Method
@@ -60,121 +60,6 @@ class Reporter:
     parent_started: Callable[[str], None] = lambda run_id: None
 
 
-@dataclass(frozen=True)
-class RunPlan:
-    """Validated per-seed specs and the opened dataset."""
-
-    specs: tuple[RunSpec, ...]
-    dataset_spec: DatasetSpec
-    dataset: PreparedDataset
-    split: Split
-    key: str
-
-
-def git_sha() -> str:
-    """Commit of the package's source tree, or ``unknown`` outside a git checkout."""
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-            capture_output=True, text=True, timeout=5, check=False,
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def seed_list(seeds: int, explicit: Sequence[int] | None) -> list[int]:
-    """``--seeds N``: the paper's seeds 0, 1, 666 first, then 2, 3, …; ``--seed-list`` wins."""
-    if explicit:
-        if len(set(explicit)) != len(explicit):
-            raise UserError(f"--seed-list {list(explicit)}: seeds repeat")
-        return list(explicit)
-    if seeds < 1:
-        raise UserError(f"--seeds {seeds}: need at least one seed")
-    out = [0, 1, 666]
-    extra = 2
-    while len(out) < seeds:
-        if extra not in out:
-            out.append(extra)
-        extra += 1
-    return out[:seeds]
-
-
-def _check_writable(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-test-{uuid.uuid4().hex[:8]}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(f"{folder}: output folder cannot be written ({exc.strerror})") from exc
-
-
-def resolve_specs(
-    method: str,
-    dataset: str,
-    ratio: float,
-    seeds: Sequence[int],
-    layers: Sequence[Mapping[str, Any]] = (),
-) -> list[RunSpec]:
-    """Per-seed RunSpecs: code defaults < dataset preset < method overrides < ``layers``."""
-    info = METHODS.get(method)
-    source = DATASETS.get(dataset)
-    base = {"method": {"name": info.key}, "data": {"name": source.name, "ratio": ratio}}
-    stack = [base, source.preset(ratio), dict(info.train_overrides), *layers]
-    first = build_spec([*stack, {"seed": seeds[0]}])
-    # A layer may not switch method or dataset: presets were chosen for these two.
-    if first.method.name != info.key or first.data.name != source.name:
-        raise UserError("method.name and data.name come from --method and --dataset;"
-                        " remove them from --config / --set")
-    return [replace(first, seed=s) for s in seeds]
-
-
-def plan_run(
-    method: str,
-    dataset: str,
-    ratio: float,
-    seeds: Sequence[int],
-    layers: Sequence[Mapping[str, Any]] = (),
-    on_prepare: Callable[[int, int], None] | None = None,
-) -> RunPlan:
-    """Validate everything and open (or generate) the dataset; touches no tracking store."""
-    specs = resolve_specs(method, dataset, ratio, seeds, layers)
-    spec = specs[0]
-    info = METHODS.get(spec.method.name)
-    source = DATASETS.get(spec.data.name)
-    root = data_root(spec.data.root)
-    dspec = source.spec(spec.data.options, spec.data.patch_size, root)
-    resolve_device(spec.train.device)  # an unusable device fails here, before any run
-    # Building the method validates its variant and keyword arguments before any run starts.
-    method = build_method(spec, dspec)
-    _check_writable(Path(spec.tracking.out_dir))
-    ds = source.open(dspec, spec.data.options, root, on_prepare)
-    split = resolve_split(
-        ds, spec.data.ratio, spec.data.split_seed,
-        need_unlabeled=info.data_mode == "semi",
-        manifest=split_manifest_name(spec, source), cover_classes=spec.data.cover_classes,
-        allow_inconsistent=spec.data.allow_inconsistent_split,
-    )
-    plan = RunPlan(tuple(specs), dspec, ds, split, invocation_key(specs))
-    # Strategies that need the labeled counts (CLD's weights) fail here, before any run.
-    method.setup(labeled_counts(plan, info.data_mode))
-    return plan
-
-
-def training_ids(plan: RunPlan, data_mode: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(labeled, unlabeled) case ids the sampler uses for a method's data mode."""
-    if data_mode == "all":
-        return plan.split.train, ()
-    return plan.split.labeled, plan.split.unlabeled
-
-
-def labeled_counts(plan: RunPlan, data_mode: str) -> torch.Tensor:
-    """Voxel counts per class (K,) of the labeled ground truth the method trains on."""
-    ids = training_ids(plan, data_mode)[0]
-    return torch.as_tensor(plan.dataset.class_counts(ids), dtype=torch.int64)
-
-
 def training_sampler(spec: RunSpec, plan: RunPlan, method: Method) -> PatchSampler:
     """The patch sampler of one seed's training, with ``method`` set up for it (labeled
     class counts, unlabeled count, iterations per epoch)."""
@@ -191,76 +76,7 @@ def training_sampler(spec: RunSpec, plan: RunPlan, method: Method) -> PatchSampl
     return sampler
 
 
-def invocation_key(specs: Sequence[RunSpec]) -> str:
-    """Identity of a ``dhcbench run`` invocation: the spec (without seed) and its seeds."""
-    seeds = ",".join(str(s.seed) for s in specs)
-    return hashlib.sha256(f"{spec_key(specs[0])}|{seeds}".encode()).hexdigest()[:12]
-
-
-def split_manifest_name(spec: RunSpec, source: Any) -> str | None:
-    """``data.split`` resolved: a manifest name, or None for the dataset's own lists."""
-    if spec.data.split == "folder":
-        return None
-    return spec.data.split or source.default_split(spec.data.options)
-
-
-def run_name(spec: RunSpec, seed: int | None = None) -> str:
-    """Derived identity: ``<method>-<dataset>-<ratio>[-seed<n>]``."""
-    name = f"{spec.method.name}-{spec.data.name}-{ratio_tag(spec.data.ratio)}"
-    return name if seed is None else f"{name}-seed{seed}"
-
-
-def checkpoint_dir(spec: RunSpec, run_id: str) -> Path:
-    """``<out>/<experiment>/<method>-<dataset>-<ratio>-seed<n>-<spec key>-<run id>``: two
-    runs of the same spec (parallel tuning trials, repeated invocations) never share one."""
-    return (Path(spec.tracking.out_dir) / spec.tracking.experiment
-            / f"{run_name(spec, spec.seed)}-{spec_key(spec)}-{run_id[:8]}")
-
-
-def _tags(spec: RunSpec, plan: RunPlan, role: str) -> dict[str, Any]:
-    return {
-        ROLE: role,
-        KEY: plan.key,
-        "method": spec.method.name,
-        "dataset": spec.data.name,
-        "ratio": spec.data.ratio,
-        "contract": spec.eval.contract,
-        "variant": spec.method.variant,
-        "family": METHODS.get(spec.method.name).family,
-        "profile": plan.dataset_spec.profile,
-        "classes": ",".join(plan.dataset_spec.class_names),
-        "dataset_name": plan.dataset_spec.name,
-        "git_sha": git_sha(),
-        "version": __version__,
-    }
-
-
-def _params(spec: RunSpec, plan: RunPlan) -> dict[str, Any]:
-    params = {k: v for k, v in spec.flat().items() if not k.startswith("tracking.")}
-    params.update({
-        "split.source": plan.split.source,
-        "split.sha256": plan.split.sha256(),
-        "split.labeled": ",".join(plan.split.labeled),
-        "split.test_ids": ",".join(plan.split.test),
-        "split.num_labeled": len(plan.split.labeled),
-        "split.num_unlabeled": len(plan.split.unlabeled),
-        "split.labeled_voxels": ",".join(
-            str(int(v)) for v in plan.dataset.class_counts(plan.split.labeled)),
-        "data.profile": plan.dataset_spec.profile,
-        "data.resolved_patch_size": list(plan.dataset_spec.patch_size),
-    })
-    return params
-
-
 # -- one seed -----------------------------------------------------------------------------------
-
-
-def build_method(spec: RunSpec, dspec: DatasetSpec) -> Method:
-    return METHODS.get(spec.method.name).build(
-        num_classes=dspec.num_classes, in_channels=dspec.channels,
-        base_filters=spec.train.base_filters, variant=spec.method.variant,
-        kwargs=spec.method.kwargs,
-    )
 
 
 def test_method(
@@ -411,9 +227,9 @@ def execute(plan: RunPlan, tracker: Tracker, resume: bool, report: Reporter,
         children = {r.data.tags.get("seed"): r for r in tracker.children(parent_id)}
     else:
         parent_id = tracker.start_run(run_name(spec0),
-                                      _tags(spec0, plan, "parent") | dict(extra_tags or {}),
+                                      run_tags(spec0, plan, "parent") | dict(extra_tags or {}),
                                       nested_in)
-        params = _params(spec0, plan)
+        params = run_params(spec0, plan)
         params.pop("seed", None)
         params["seeds"] = ",".join(str(s.seed) for s in plan.specs)
         tracker.log_params(parent_id, params)
@@ -436,12 +252,12 @@ def execute(plan: RunPlan, tracker: Tracker, resume: bool, report: Reporter,
                 ckpt = Path(child.data.tags.get(CHECKPOINT_DIR)
                             or checkpoint_dir(spec, child_id))
             else:
-                tags = _tags(spec, plan, "seed") | {
+                tags = run_tags(spec, plan, "seed") | {
                     "seed": spec.seed, SEED_KEY: spec_key(spec, with_seed=True)}
                 child_id = tracker.start_run(run_name(spec, spec.seed), tags, parent_id)
                 ckpt = checkpoint_dir(spec, child_id)
                 tracker.set_tags(child_id, {CHECKPOINT_DIR: str(ckpt)})
-                tracker.log_params(child_id, _params(spec, plan))
+                tracker.log_params(child_id, run_params(spec, plan))
                 tracker.log_text(child_id, yaml.safe_dump(spec.to_dict(), sort_keys=False),
                                  "spec.yaml")
             results.append(run_seed(spec, plan, tracker, child_id, ckpt,
@@ -468,30 +284,3 @@ def execute(plan: RunPlan, tracker: Tracker, resume: bool, report: Reporter,
     tracker.log_metrics(parent_id, aggregate_seeds(results))
     tracker.end(parent_id, "FINISHED")
     return parent_id
-
-
-def aggregate_seeds(results: Sequence[Mapping[str, float]]) -> dict[str, float]:
-    """Mean and population std over seeds of the averaged test metrics (parent run)."""
-    out: dict[str, float] = {}
-    keys = ("test/dice_mean", "test/asd_mean", "test/rigorous/dice_mean",
-            "test/rigorous/asd_mean", "test/rigorous/hd95_mean")
-    for key in keys:
-        values = [r[key] for r in results if key in r]
-        if values:
-            out[key] = float(np.mean(values))
-            out[f"{key}_std"] = float(np.std(values))
-    out["seeds_finished"] = float(len(results))
-    return out
-
-
-def default_layers(config: Path | None, overrides: Sequence[str]) -> list[dict[str, Any]]:
-    """The user's override layers: the YAML file first, then each ``--set``."""
-    from dhcbench.benchmark.spec import load_config_file, parse_assignment
-
-    layers: list[dict[str, Any]] = []
-    if config is not None:
-        layers.append(load_config_file(config))
-    layers.extend(parse_assignment(o) for o in overrides)
-    return layers
-
-

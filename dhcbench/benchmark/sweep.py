@@ -36,14 +36,8 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
-from dhcbench.benchmark.runner import (
-    Reporter,
-    RunInterrupted,
-    SeedHook,
-    execute,
-    plan_run,
-    resolve_specs,
-)
+from dhcbench.benchmark.planning import plan_run, resolve_specs
+from dhcbench.benchmark.runner import Reporter, RunInterrupted, SeedHook, execute
 from dhcbench.benchmark.spec import deep_merge, dotted_layer, spec_key
 from dhcbench.benchmark.tracking import ROLE, SEED_KEY, Tracker, open_tracker
 from dhcbench.errors import UserError

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dhcbench.benchmark.runner import Reporter, RunPruned, SeedHook, execute, plan_run
+from dhcbench.benchmark.planning import plan_run
+from dhcbench.benchmark.runner import Reporter, RunPruned, SeedHook, execute
 from dhcbench.benchmark.spec import deep_merge, dotted_layer, write_config_file
 from dhcbench.benchmark.tracking import ROLE, Tracker, sqlite_creation_lock
 from dhcbench.errors import UserError

@@ -30,16 +30,10 @@ def run(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the latest unfinished run of this configuration.")] = False,
 ) -> None:
     """Train and test a method on a dataset for one or more seeds, tracked in MLflow."""
+    from dhcbench.benchmark.planning import default_layers, plan_run
+    from dhcbench.benchmark.planning import seed_list as make_seeds
     from dhcbench.benchmark.progress import RichReporter
-    from dhcbench.benchmark.runner import (
-        RunInterrupted,
-        default_layers,
-        execute,
-        plan_run,
-    )
-    from dhcbench.benchmark.runner import (
-        seed_list as make_seeds,
-    )
+    from dhcbench.benchmark.runner import RunInterrupted, execute
     from dhcbench.benchmark.tracking import open_tracker
     from dhcbench.reports.run_figures import log_run_figures
 
@@ -103,8 +97,8 @@ def tune(
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "dhcbench-tune",
 ) -> None:
     """Optuna study (TPE, median pruning) of a method's hyper-parameters on the eval split."""
+    from dhcbench.benchmark.planning import default_layers
     from dhcbench.benchmark.progress import RichReporter
-    from dhcbench.benchmark.runner import default_layers
     from dhcbench.benchmark.tracking import open_tracker
     from dhcbench.benchmark.tuning import tune as run_tune
     from dhcbench.reports.run_figures import log_run_figures
@@ -215,7 +209,7 @@ def bench(
     from rich.table import Table
 
     from dhcbench.benchmark.bench import bench_methods
-    from dhcbench.benchmark.runner import default_layers
+    from dhcbench.benchmark.planning import default_layers
     from dhcbench.methods import METHODS
 
     paper = ["fully", "labeled-only", "uamt", "urpc", "cps", "ssnet", "dst", "depl", "adsh",

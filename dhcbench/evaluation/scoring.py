@@ -9,7 +9,7 @@ is the mean over classes of those; under ``rigorous`` NaN (undefined) values are
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -118,3 +118,17 @@ def evaluate_files(pred: Path, gt: Path, class_names: Sequence[str]) -> pd.DataF
 def frame(rows: Iterable[dict[str, object]]) -> pd.DataFrame:
     """Rows -> DataFrame with the tidy columns."""
     return pd.DataFrame(list(rows), columns=COLUMNS)
+
+
+def aggregate_seeds(results: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Mean and population std over seeds of the averaged test metrics (parent run)."""
+    out: dict[str, float] = {}
+    keys = ("test/dice_mean", "test/asd_mean", "test/rigorous/dice_mean",
+            "test/rigorous/asd_mean", "test/rigorous/hd95_mean")
+    for key in keys:
+        values = [r[key] for r in results if key in r]
+        if values:
+            out[key] = float(np.mean(values))
+            out[f"{key}_std"] = float(np.std(values))
+    out["seeds_finished"] = float(len(results))
+    return out

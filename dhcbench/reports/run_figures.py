@@ -4,7 +4,8 @@
 
 from __future__ import annotations
 
-from dhcbench.benchmark.runner import SeedReport, run_name
+from dhcbench.benchmark.planning import run_name
+from dhcbench.benchmark.runner import SeedReport
 from dhcbench.reports.figures import (
     class_dice_bars,
     dice_vs_proportion,
