@@ -21,9 +21,8 @@ from typing import Any
 
 from dhcbench.benchmark.tracking import (
     PARENT,
-    STALE_NOTE,
     owner_tags,
-    stale_runs,
+    reap_stale_runs,
     weight_series,
 )
 from dhcbench.errors import UserError
@@ -182,8 +181,4 @@ class MemoryTracker:
 
     def reap_stale(self) -> int:
         """RUNNING runs of dead processes of this host -> FAILED."""
-        stale = stale_runs(self.search("attributes.status = 'RUNNING'"))
-        for run_id in stale:
-            self.set_tags(run_id, STALE_NOTE)
-            self.end(run_id, "FAILED")
-        return len(stale)
+        return reap_stale_runs(self)

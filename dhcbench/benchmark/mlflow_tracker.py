@@ -9,9 +9,8 @@ from typing import Any
 
 from dhcbench.benchmark.tracking import (
     PARENT,
-    STALE_NOTE,
     owner_tags,
-    stale_runs,
+    reap_stale_runs,
     weight_series,
 )
 from dhcbench.errors import UserError
@@ -116,8 +115,4 @@ class MlflowTracker:
 
     def reap_stale(self) -> int:
         """Mark RUNNING runs whose owning process on this host is gone as FAILED."""
-        stale = stale_runs(self.search("attributes.status = 'RUNNING'"))
-        for run_id in stale:
-            self.set_tags(run_id, STALE_NOTE)
-            self.end(run_id, "FAILED")
-        return len(stale)
+        return reap_stale_runs(self)

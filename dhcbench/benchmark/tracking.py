@@ -142,6 +142,16 @@ def stale_runs(running: list[Any]) -> list[str]:
 STALE_NOTE = {"dhcbench.note": "process ended without closing the run; marked FAILED"}
 
 
+def reap_stale_runs(tracker: Tracker) -> int:
+    """Mark the tracker's RUNNING runs whose owning process on this host is gone as FAILED
+    (what every implementation's ``reap_stale`` does); returns how many."""
+    stale = stale_runs(tracker.search("attributes.status = 'RUNNING'"))
+    for run_id in stale:
+        tracker.set_tags(run_id, STALE_NOTE)
+        tracker.end(run_id, "FAILED")
+    return len(stale)
+
+
 def require_store(uri: str | None) -> None:
     """For commands that only read runs: refuse to create an empty store by accident."""
     if uri is None and not os.environ.get("MLFLOW_TRACKING_URI") and not Path(

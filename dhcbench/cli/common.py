@@ -47,6 +47,12 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+def interrupted(exc: BaseException, what_now: str) -> NoReturn:
+    """An interrupted run or sweep: say so and what to do next, exit with 130."""
+    err_console.print(f"interrupted: {exc or 'KeyboardInterrupt'}; {what_now}")
+    raise typer.Exit(130) from None
+
+
 def user_errors(command: F) -> F:
     """Turn a :class:`UserError` raised by ``command`` into :func:`fail` (exit code 2)."""
 

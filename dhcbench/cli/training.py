@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from dhcbench.cli.common import app, console, err_console, parse_dataset, user_errors
+from dhcbench.cli.common import app, console, interrupted, parse_dataset, user_errors
 from dhcbench.errors import UserError
 
 
@@ -73,9 +73,7 @@ def run(
         console.print(f"finished: MLflow parent run {parent} (experiment "
                       f"{spec.tracking.experiment!r}); see `dhcbench table` or `mlflow ui`")
     except (RunInterrupted, KeyboardInterrupt) as exc:
-        err_console.print(f"interrupted: {exc or 'KeyboardInterrupt'}; runs marked KILLED."
-                          " Continue with the same command and --resume.")
-        raise typer.Exit(130) from None
+        interrupted(exc, "runs marked KILLED. Continue with the same command and --resume.")
 
 
 @app.command()
@@ -190,9 +188,8 @@ def sweep(
                           ratios.pop() if len(ratios) == 1 else None, "dice", "dhc", "best",
                           None, Path("dhcbench-results"))
     except (RunInterrupted, KeyboardInterrupt) as exc:
-        err_console.print(f"interrupted: {exc or 'KeyboardInterrupt'}; queued runs cancelled,"
-                          " running ones marked KILLED. Run the same sweep again to resume.")
-        raise typer.Exit(130) from None
+        interrupted(exc, "queued runs cancelled, running ones marked KILLED. Run the same"
+                         " sweep again to resume.")
 
 
 @app.command()
