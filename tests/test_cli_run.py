@@ -143,6 +143,41 @@ def test_interrupted_run_resumes_to_identical_metrics(workdir: Path, monkeypatch
     assert _test_metrics(child) == reference
 
 
+def test_a_crashed_run_resumes_from_its_last_save_to_identical_metrics(
+        workdir: Path, monkeypatch) -> None:
+    res = invoke("run", "--method", "cps", *tiny_args(epochs=2))
+    assert res.exit_code == 0, res.output
+    reference = _test_metrics(runs_by_role(workdir)[1][0])
+
+    # A crash in epoch 1: no graceful save. What is on disk is the state written after
+    # epoch 0's evaluation (last.pt, and best.pt before it); the run is marked FAILED.
+    original_step = trainer_mod.Trainer._step
+    calls = {"n": 0}
+
+    def step_then_crash(self, lr, lam):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise RuntimeError("simulated crash")
+        original_step(self, lr, lam)
+
+    monkeypatch.setattr(trainer_mod.Trainer, "_step", step_then_crash)
+    res = invoke("run", "--method", "cps", "--experiment", "crash", *tiny_args(epochs=2))
+    assert res.exit_code != 0
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("crash")
+    assert {r.info.status for r in client.search_runs([exp.experiment_id])} == {"FAILED"}
+
+    monkeypatch.setattr(trainer_mod.Trainer, "_step", original_step)
+    res = invoke("run", "--method", "cps", "--experiment", "crash", "--resume",
+                 *tiny_args(epochs=2))
+    assert res.exit_code == 0, res.output
+    assert "resumed at epoch 1, iteration 0" in " ".join(res.output.split())
+    child = next(r for r in client.search_runs([exp.experiment_id])
+                 if r.data.tags["dhcbench.role"] == "seed")
+    assert child.info.status == "FINISHED"
+    assert _test_metrics(child) == reference
+
+
 def test_crash_marks_runs_failed(workdir: Path, monkeypatch) -> None:
     def boom(self, lr, lam):
         raise RuntimeError("simulated crash")
