@@ -10,9 +10,26 @@ import pytest
 import torch
 
 from dhcbench.methods.base import SetupContext
-from dhcbench.methods.mean_teacher import Basak, predictive_entropy, uamt_threshold
-from dhcbench.methods.pseudo import CLD, Adsh, DePL, cld_weights
+from dhcbench.methods.cotraining import unsupervised_loss
+from dhcbench.methods.pseudo import (
+    CLD,
+    Adsh,
+    ClassSampling,
+    DePL,
+    PseudoInput,
+    PseudoLabeler,
+    cld_weights,
+    predictive_entropy,
+    uamt_threshold,
+)
 from dhcbench.methods.weighting import CLDWeights
+
+
+def cross_loss(labeler: PseudoLabeler, logits: dict, n_l: int, labels: torch.Tensor,
+               weights: dict) -> torch.Tensor:
+    """The labeler's targets for both branches, learned as the co-training step does."""
+    targets = labeler.targets(PseudoInput(logits, n_l, labels, weights))
+    return sum(unsupervised_loss("wce", z, targets[k]) for k, z in logits.items())
 
 
 def test_cld_weights_are_cube_roots_of_the_count_ratio() -> None:
@@ -38,14 +55,14 @@ def test_cld_sampling_rate_and_confidence_bank() -> None:
         logits_l[0, c, 0, 0, c] = v
     true = [math.exp(v) / (math.exp(v) + 3) for v in (2.0, 1.0, 0.0, -1.0)]
     z = torch.cat([logits_l, torch.zeros(1, 4, 1, 1, 4)])
-    cld.loss({"a": z, "b": z.clone()}, 1, labels, {"a": torch.ones(4), "b": torch.ones(4)},
-             "wce")
+    cross_loss(cld, {"a": z, "b": z.clone()}, 1, labels,
+               {"a": torch.ones(4), "b": torch.ones(4)})
     assert torch.allclose(cld.conf["a"], torch.tensor(true), atol=1e-6)
     # The second refresh is an EMA (0.999) towards the new mean.
     logits_l2 = torch.zeros(1, 4, 1, 1, 4)
     z2 = torch.cat([logits_l2, torch.zeros(1, 4, 1, 1, 4)])
-    cld.loss({"a": z2, "b": z2.clone()}, 1, labels, {"a": torch.ones(4), "b": torch.ones(4)},
-             "wce")
+    cross_loss(cld, {"a": z2, "b": z2.clone()}, 1, labels,
+               {"a": torch.ones(4), "b": torch.ones(4)})
     ema = [0.999 * t + 0.001 * 0.25 for t in true]
     assert torch.allclose(cld.conf["a"], torch.tensor(ema), atol=1e-6)
 
@@ -57,8 +74,8 @@ def test_depl_debiases_with_the_prior_then_updates_it() -> None:
     z_b = torch.tensor([[0.0, 0.0], [4.0, 0.0]]).reshape(2, 2, 1, 1, 1)
     depl.prior = {"a": torch.tensor([0.8, 0.2]).reshape(1, 2, 1, 1, 1),
                   "b": torch.tensor([0.5, 0.5]).reshape(1, 2, 1, 1, 1)}
-    loss = depl.loss({"a": z_a, "b": z_b}, 1, torch.zeros(1, 1, 1, 1, dtype=torch.long),
-                     {}, "wce")
+    loss = cross_loss(depl, {"a": z_a, "b": z_b}, 1, torch.zeros(1, 1, 1, 1, dtype=torch.long),
+                      {})
     # A's debiased probabilities: softmax(z - ln q): voxel 0 -> 1/(1+e^-(2 - ln .8 + ln .2))
     p0 = 1 / (1 + math.exp(-(2 - math.log(0.8) + math.log(0.2))))
     assert p0 < 0.9  # not confident: masked out of B's loss
@@ -86,8 +103,8 @@ def test_adsh_thresholds_follow_the_rank_rule() -> None:
     ])
     z_u = torch.log(probs).T.reshape(1, 3, 1, 1, 10)
     z = torch.cat([torch.zeros(1, 3, 1, 1, 10), z_u])
-    adsh.loss({"a": z, "b": z.clone()}, 1, torch.zeros(1, 1, 1, 10, dtype=torch.long), {},
-              "wce")
+    cross_loss(adsh, {"a": z, "b": z.clone()}, 1, torch.zeros(1, 1, 1, 10, dtype=torch.long),
+               {})
     # majority class 0 (5 voxels predicted), 2 of them above 0.9: rho = 0.4
     # N = (5, 3, 2); ranks int(0.4 N) = (2, 1, 0) among all 10 voxels in descending order
     col = probs.T
@@ -102,8 +119,8 @@ def test_adsh_mask_multiplies_the_learners_logits() -> None:
     adsh.thresholds = {"a": torch.tensor([0.0, 0.0]), "b": torch.tensor([0.9, 0.9])}
     z_a = torch.tensor([1.0, 2.0]).reshape(1, 2, 1, 1, 1)
     z_b = torch.tensor([3.0, 0.0]).reshape(1, 2, 1, 1, 1)  # p = (0.9526, 0.0474)
-    loss = adsh.loss({"a": z_a, "b": z_b}, 0, torch.zeros(0, 1, 1, 1, dtype=torch.long), {},
-                     "wce")
+    loss = cross_loss(adsh, {"a": z_a, "b": z_b}, 0, torch.zeros(0, 1, 1, 1, dtype=torch.long),
+                      {})
     # A learns B's argmax (0) with logits × B's mask (1, 0) -> CE([1, 0], 0);
     # B learns A's argmax (1) with logits × A's mask (1, 1) -> CE([3, 0], 1).
     ce_a = -math.log(math.exp(1) / (math.exp(1) + 1))
@@ -113,7 +130,7 @@ def test_adsh_mask_multiplies_the_learners_logits() -> None:
 
 def test_basak_sampling_rates_by_hand() -> None:
     torch.manual_seed(0)
-    m = Basak(num_classes=3, in_channels=1, base_filters=2, variant="reference")
+    m = ClassSampling(3)
     m.top_m = 2
     m.sums = torch.tensor([[-1.0, -2.0, -3.0], [0.9, 0.5, 0.1], [0.05, 0.3, 0.6]]) * 2
     m.iters = torch.tensor(2.0)

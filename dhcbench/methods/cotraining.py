@@ -1,12 +1,17 @@
 """The shared co-training step and the methods that are registrations of it.
 
-Two branches A and B (two V-Nets) see the same input: the labeled patches followed by the
-unlabeled ones (reference §7, no perturbation). Each branch has a class-weighting strategy
-whose weights enter its supervised loss and its unsupervised loss; a pseudo-labeler turns
-each branch's predictions into the other's targets (cross pseudo supervision, Chen et al.,
-CVPR 2021). CPS is this step with uniform weights; DHC (Wang & Li, MICCAI 2023) pairs DiffDW
-on A with DistDW on B; CReST, SimiS, DePL, Adsh, CLD and every ``<A>-<B>`` ablation pairing
-are registrations of a few lines (reference §8).
+The learners see the same input: the labeled patches followed by the unlabeled ones
+(reference §7, no perturbation). Each has a class-weighting strategy whose weights enter its
+supervised loss and its unsupervised loss (or none: unweighted losses), and a pseudo-labeler
+(:mod:`dhcbench.methods.pseudo`) makes each learner's unsupervised targets, from which the
+step applies the unsupervised loss once. Two topologies:
+
+- ``cross``: two branches A and B (two V-Nets), each taught from the other (cross pseudo
+  supervision, Chen et al., CVPR 2021). CPS is this step with uniform weights; DHC (Wang &
+  Li, MICCAI 2023) pairs DiffDW on A with DistDW on B; CReST, SimiS, DePL, Adsh, CLD and
+  every ``<A>-<B>`` ablation pairing are registrations of a few lines (reference §8).
+- ``mean_teacher``: a student V-Net and an EMA teacher (UA-MT and Basak et al., registered in
+  :mod:`dhcbench.methods.mean_teacher`): the labeler runs the teacher.
 """
 
 from __future__ import annotations
@@ -26,43 +31,89 @@ from dhcbench.methods.base import (
     StepOutput,
     register_method,
 )
-from dhcbench.methods.losses import ce_plus_dice, weighted_ce
+from dhcbench.methods.losses import ce_plus_dice, masked_ce, negative_dice, weighted_ce
 from dhcbench.methods.networks import INITIALISERS, VNet
-from dhcbench.methods.pseudo import PSEUDO_LABELERS, PseudoLabeler
+from dhcbench.methods.pseudo import PSEUDO_LABELERS, TOPOLOGIES, PseudoInput, PseudoTargets
 from dhcbench.methods.weighting import WEIGHTINGS, WeightingStrategy
 from dhcbench.registry import Registry
 
-SUP_LOSSES = ("w_ce+dice", "wce")
+SUP_LOSSES = ("w_ce+dice", "wce", "(ce+dice)/2")
 UNSUP_LOSSES = ("wce", "ce+dice")
 
 
 @dataclass(frozen=True)
 class Branch:
-    """One co-training branch: its weighting strategy (a WEIGHTINGS key, with keyword
-    arguments) and the initialisation of its V-Net (``kaiming``, ``xavier`` or ``default``)."""
+    """One learner: its weighting strategy (a WEIGHTINGS key, with keyword arguments; None:
+    no strategy, unweighted losses) and the initialisation of its V-Net (``kaiming``,
+    ``xavier`` or ``default``)."""
 
-    weighting: str
+    weighting: str | None
     init: str = "kaiming"
     weighting_kwargs: tuple[tuple[str, Any], ...] = ()
 
 
 def supervised_loss(name: str, logits: torch.Tensor, labels: torch.Tensor,
-                    weight: torch.Tensor) -> torch.Tensor:
+                    weight: torch.Tensor | None) -> torch.Tensor:
     """``w_ce+dice``: weighted CE + weighted negative soft Dice (the reference's default);
-    ``wce``: weighted CE only (the DHC paper's Eq. 1)."""
+    ``wce``: weighted CE only (the DHC paper's Eq. 1); ``(ce+dice)/2``: UA-MT's, the mean of
+    the two with Dice smooth 1e-8."""
     if name == "w_ce+dice":
         return ce_plus_dice(logits, labels, weight)
+    if name == "(ce+dice)/2":
+        return 0.5 * (weighted_ce(logits, labels, weight)
+                      + negative_dice(logits, labels, weight, smooth=1e-8))
     return weighted_ce(logits, labels, weight)
 
 
-class CoTraining(Method):
-    """Two V-Nets trained together with cross pseudo-supervision and per-branch weights.
+def unsupervised_loss(name: str, logits: torch.Tensor, targets: PseudoTargets) -> torch.Tensor:
+    """How a learner learns its :class:`PseudoTargets`: its logits (samples ``start:``),
+    times ``logit_scale`` and plus ``logit_shift`` where given, against
 
-    Per step (reference §7): z^A = A(x), z^B = B(x) for x = labeled ⊕ unlabeled; weights
-    W^A, W^B from each branch's strategy (before the losses, without gradient);
-    ``L = sup(z^A_l, y; W^A) + sup(z^B_l, y; W^B) + λ_t · unsup``, where the pseudo-labeler
-    computes ``unsup`` over all samples (for CPS/DHC: ``unsup(z^A, argmax z^B; W^A) +
-    unsup(z^B, argmax z^A; W^B)``). Prediction averages the two branches' logits (§10).
+    - ``soft`` targets: the squared softmax difference on the voxels of ``mask``, summed
+      over classes and voxels and divided by ``2 Σ mask`` (UA-MT's consistency);
+    - hard targets with a ``mask``: CE × class weight × mask, mean over *all* voxels (the
+      reference's ``WeightedCrossEntropyLoss``);
+    - hard targets without: the configured loss ``name`` with the class weights — ``wce``
+      (weighted CE on hard pseudo-labels, reference §7 step 5) or ``ce+dice``, the DHC
+      paper's Eq. 2, (weighted CE + weighted negative soft Dice) / 2 (1 - Dice up to a
+      constant, so the same gradients).
+    """
+    z = logits[targets.start:] if targets.start else logits
+    if targets.logit_scale is not None:
+        z = z.float() * targets.logit_scale
+    if targets.logit_shift is not None:
+        z = z.float() + targets.logit_shift
+    if targets.soft is not None:
+        diff = (torch.softmax(z.float(), 1) - targets.soft) ** 2
+        mask = (torch.ones_like(diff[:, :1]) if targets.mask is None
+                else targets.mask[:, None].float())
+        return (mask * diff).sum() / (2.0 * mask.sum() + 1e-16)
+    if targets.mask is not None:
+        return masked_ce(z, targets.target, targets.mask, targets.weight)
+    if name == "wce":
+        return weighted_ce(z, targets.target, targets.weight)
+    return 0.5 * (weighted_ce(z, targets.target, targets.weight)
+                  + negative_dice(z, targets.target, targets.weight))
+
+
+class CoTraining(Method):
+    """The learners of a topology trained together on one step, with per-learner weights
+    and the pseudo-labeler's targets.
+
+    Per step (reference §7): z^k = net_k(x) for x = labeled ⊕ unlabeled and each learner k
+    (``a`` and ``b``, or the ``student``); weights W^k from each learner's strategy (before
+    the losses, without gradient); the labeler's targets T^k (without gradient);
+    ``L = Σ_k sup(z^k_l, y; W^k) + λ_t · Σ_k unsup(z^k, T^k)`` (:func:`unsupervised_loss`;
+    for CPS/DHC: ``unsup(z^A, argmax z^B; W^A) + unsup(z^B, argmax z^A; W^B)``).
+
+    ``cross``: ``branch_a`` and ``branch_b``; prediction averages the two branches' logits
+    (§10). ``mean_teacher``: ``branch_a`` is the student's; the teacher is a second V-Net
+    with its own initialisation (same initialiser), no gradient, updated after every step
+    as ``θ_t <- α θ_t + (1 - α) θ_s`` with ``α = min(1 - 1/(g + 1), 0.99)`` (parameters
+    only, BatchNorm buffers not averaged) and kept in train mode, so its dropout and batch
+    statistics stay active (reference §8.2, §8.10). The reference takes g from the *epoch*;
+    ``variant="fixed"`` uses the global step, as the mean-teacher papers. Predictions come
+    from the student.
     """
 
     def __init__(
@@ -73,7 +124,8 @@ class CoTraining(Method):
         base_filters: int,
         variant: str,
         branch_a: Branch,
-        branch_b: Branch,
+        branch_b: Branch | None = None,
+        topology: str = "cross",
         sup_loss: str = "auto",
         unsup_loss: str = "auto",
         pseudo: str = "hard",
@@ -88,19 +140,35 @@ class CoTraining(Method):
             unsup_loss = "ce+dice" if variant == "paper" else "wce"
         if unsup_loss not in UNSUP_LOSSES:
             raise ValueError(f"unsup_loss must be one of {UNSUP_LOSSES}, got {unsup_loss!r}")
+        if topology not in TOPOLOGIES or (branch_b is None) != (topology == "mean_teacher"):
+            raise ValueError(f"topology must be one of {TOPOLOGIES}; 'cross' takes branch_a"
+                             " and branch_b, 'mean_teacher' branch_a only (the student)")
         self.num_classes = num_classes
         self.variant = variant
+        self.topology = topology
         self.sup_loss = sup_loss
         self.unsup_loss = unsup_loss
         self.strategies: dict[str, WeightingStrategy] = {}
-        for key, branch in (("a", branch_a), ("b", branch_b)):
+        branches = ({"student": branch_a} if branch_b is None
+                    else {"a": branch_a, "b": branch_b})
+        self.learners = tuple(branches)
+        for key, branch in branches.items():
             net = VNet(in_channels, num_classes, base_filters, has_dropout=True)
             self.networks[key] = INITIALISERS[branch.init](net)
-            cls = WEIGHTINGS.get(branch.weighting)
-            self.strategies[key] = cls(num_classes, variant=variant,
-                                       **dict(branch.weighting_kwargs))
-        self.pseudo: PseudoLabeler = PSEUDO_LABELERS.get(pseudo)(
-            num_classes, variant=variant, **(pseudo_kwargs or {}))
+            if branch.weighting is not None:
+                cls = WEIGHTINGS.get(branch.weighting)
+                self.strategies[key] = cls(num_classes, variant=variant,
+                                           **dict(branch.weighting_kwargs))
+        if topology == "mean_teacher":
+            net = VNet(in_channels, num_classes, base_filters, has_dropout=True)
+            self.networks["teacher"] = INITIALISERS[branch_a.init](net)
+            for p in self.networks["teacher"].parameters():
+                p.requires_grad_(False)
+        self.pseudo = PSEUDO_LABELERS.get(pseudo)(num_classes, variant=variant,
+                                                  **(pseudo_kwargs or {}))
+        if self.pseudo.topology != topology:
+            raise ValueError(f"pseudo-labeler {pseudo!r} works on the {self.pseudo.topology!r}"
+                             f" topology, not {topology!r}")
 
     def setup(self, labeled_counts: torch.Tensor, context: SetupContext | None = None) -> None:
         for strategy in self.strategies.values():
@@ -114,31 +182,57 @@ class CoTraining(Method):
         self.pseudo.to(device)
         return self
 
+    def optimized_networks(self) -> dict[str, torch.nn.Module]:
+        return {key: self.networks[key] for key in self.learners}
+
     def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
         n_l = batch.image_l.shape[0]
         x = torch.cat([batch.image_l, batch.image_u])
         y = batch.label_l
-        logits = {key: net(x) for key, net in self.networks.items()}
+        logits = {key: self.networks[key](x) for key in self.learners}
         with torch.no_grad():
             weights = {
                 key: self.strategies[key].update(
                     logits_l=z[:n_l].detach(), labels_l=y, logits_u=z[n_l:].detach()
-                )
+                ) if key in self.strategies else None
                 for key, z in logits.items()
             }
-        sup = sum(
+            targets = self.pseudo.targets(PseudoInput(
+                logits=logits, n_l=n_l, labels_l=y, weights=weights, image_u=batch.image_u,
+                teacher=self.networks["teacher"] if self.topology == "mean_teacher" else None,
+                ctx=ctx))
+        sup: torch.Tensor = sum(  # type: ignore[assignment]
             supervised_loss(self.sup_loss, z[:n_l], y, weights[k]) for k, z in logits.items()
         )
-        unsup = self.pseudo.loss(logits, n_l, y, weights, self.unsup_loss)
-        loss = sup + ctx.unsup_weight * unsup
-        return StepOutput(
-            loss=loss,
-            scalars={"loss_sup": sup.detach(), "loss_unsup": unsup.detach()},
-            vectors={f"weight_{k}": w.detach() for k, w in weights.items()},
+        unsup: torch.Tensor = sum(  # type: ignore[assignment]
+            unsupervised_loss(self.unsup_loss, z, targets[k]) for k, z in logits.items()
         )
+        loss = sup + ctx.unsup_weight * unsup
+        scalars = {"loss_sup": sup.detach(), "loss_unsup": unsup.detach()}
+        vectors = {f"weight_{k}": w.detach() for k, w in weights.items() if w is not None}
+        for t in targets.values():  # the labeler's own logs (a sampling rate, a fraction)
+            for name, value in t.logs.items():
+                (vectors if value.ndim else scalars)[name] = value
+        return StepOutput(loss=loss, scalars=scalars, vectors=vectors)
+
+    def ema_decay(self, ctx: StepContext) -> float:
+        """The teacher's α for this step: from the epoch (reference) or the global step."""
+        g = ctx.iteration if self.variant == "fixed" else ctx.epoch
+        return min(1.0 - 1.0 / (g + 1.0), 0.99)
+
+    @torch.no_grad()
+    def after_optimizer_step(self, ctx: StepContext) -> None:
+        if self.topology != "mean_teacher":
+            return
+        alpha = self.ema_decay(ctx)
+        student = dict(self.networks["student"].named_parameters())
+        for name, p in self.networks["teacher"].named_parameters():
+            p.mul_(alpha).add_(student[name].detach(), alpha=1.0 - alpha)
 
     @torch.no_grad()
     def predict(self, image: torch.Tensor) -> torch.Tensor:
+        if self.topology == "mean_teacher":
+            return self.networks["student"](image)
         return (self.networks["a"](image) + self.networks["b"](image)) / 2.0
 
     def extra_state(self) -> dict[str, Any]:
@@ -148,7 +242,8 @@ class CoTraining(Method):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         for key, s in self.strategies.items():
             s.load_state_dict(state["strategies"][key])
-        self.pseudo.load_state_dict(state.get("pseudo", {}))
+        # Checkpoints of the former mean-teacher classes kept the labeler's state at the top.
+        self.pseudo.load_state_dict(state.get("pseudo", state))
         self.pseudo.to(next(self.networks.parameters()).device)
 
 

@@ -6,14 +6,16 @@ import torch
 
 from dhcbench.errors import UserError
 from dhcbench.methods.weighting.base import WeightingStrategy, weighting
+from dhcbench.methods.weighting.functional import cld_weights
 
 
 @weighting("cld")
 class CLDWeights(WeightingStrategy):
-    """CLD's fixed class weights (reference §8.11): ``(max N / N_k) ** (1/3)`` from the
-    labeled ground truth, background included, no epsilon, no ×K; ``update`` returns them
-    unchanged. A class absent from the labeled set would get an infinite weight: that is
-    refused with an error (draw the labeled cases with ``data.cover_classes=true``)."""
+    """CLD's fixed class weights (reference §8.11): :func:`cld_weights`, ``(max N / N_k) **
+    (1/3)`` from the labeled ground truth, background included, no epsilon, no ×K;
+    ``update`` returns them unchanged. A class absent from the labeled set would get an
+    infinite weight: that is refused with an error (draw the labeled cases with
+    ``data.cover_classes=true``)."""
 
     title = "CLD"
     requires_every_class = True
@@ -32,7 +34,7 @@ class CLDWeights(WeightingStrategy):
                 f"CLD weights: class(es) {missing} are absent from the labeled set, which gives"
                 " an infinite weight; use data.cover_classes=true or another ratio"
             )
-        self.weights = (n.max() / n) ** self.power
+        self.weights = cld_weights(n, self.power)
         return self.current()
 
     def update(self, logits_l=None, labels_l=None, logits_u=None) -> torch.Tensor:  # noqa: ANN001

@@ -98,3 +98,11 @@ def simis_weights(counts: torch.Tensor) -> torch.Tensor:
     n = counts.double()
     p = (n + EPS) / (n.sum() + EPS)
     return n.numel() * (p.max() - p)
+
+
+def cld_weights(counts: torch.Tensor, power: float = 1.0 / 3.0) -> torch.Tensor:
+    """CLD's fixed class weights (Lin et al., MICCAI 2022; reference §8.11) from the labeled
+    counts (K,): ``(max N / N_k) ** power`` with no epsilon, so a class absent from the
+    labeled set gets an infinite weight (:class:`CLDWeights` refuses that)."""
+    n = counts.double()
+    return (n.max() / n) ** power

@@ -1,0 +1,23 @@
+"""Hard cross pseudo-labels: CPS (Chen et al., CVPR 2021), the DHC default."""
+
+from __future__ import annotations
+
+from dhcbench.methods.losses import class_argmax
+from dhcbench.methods.pseudo.base import (
+    OTHER,
+    PseudoInput,
+    PseudoLabeler,
+    PseudoTargets,
+    pseudo_labeler,
+)
+
+
+@pseudo_labeler("hard")
+class HardLabels(PseudoLabeler):
+    """Each branch is taught the other's argmax on every voxel, through the method's
+    configured unsupervised loss with its own class weights (reference §7 step 5)."""
+
+    def targets(self, inp: PseudoInput) -> dict[str, PseudoTargets]:
+        pseudo = {k: class_argmax(z) for k, z in inp.logits.items()}
+        return {k: PseudoTargets(pseudo[OTHER[k]], weight=inp.weights.get(k))
+                for k in inp.logits}
