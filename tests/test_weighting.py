@@ -34,7 +34,7 @@ import dhcbench.methods.weighting as weighting_package
 import dhcbench.methods.weighting.base as weighting_base
 from dhcbench.errors import UserError
 from dhcbench.methods import METHODS
-from dhcbench.methods.cotraining import ablation_pairings
+from dhcbench.methods.cotraining_methods import ablation_pairings
 from dhcbench.methods.weighting import (
     VARIANTS,
     WEIGHTINGS,

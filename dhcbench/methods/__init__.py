@@ -4,7 +4,7 @@ Importing this package registers every method (each module registers at its defi
 site).
 """
 
-from dhcbench.methods import cotraining as cotraining  # noqa: F401  cps, dhc, crest, … pairings
+from dhcbench.methods import cotraining_methods as cotraining_methods  # noqa: F401  cps, dhc, …
 from dhcbench.methods import dst as dst  # noqa: F401
 from dhcbench.methods import mean_teacher as mean_teacher  # noqa: F401  uamt, basak
 from dhcbench.methods import ssnet as ssnet  # noqa: F401

@@ -7,7 +7,7 @@ module of this package is one strategy, and importing the package imports all of
 (sorted by name; names starting with ``_`` are skipped). A new strategy is therefore one
 file here, a :class:`WeightingStrategy` subclass with a ``title`` (its name in the ablation
 table), ``reset`` and ``update``, decorated with ``@weighting("key")``: that registers it
-and gives the ``key-<other>`` ablation pairings of :mod:`dhcbench.methods.cotraining`.
+and gives the ``key-<other>`` ablation pairings of :mod:`dhcbench.methods.cotraining_methods`.
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ def weighting(key: str) -> Callable[[S], S]:
     """Class decorator: register the strategy in :data:`WEIGHTINGS` under ``key``.
 
     The class must set ``title``; registering it also makes the ``<key>-<other>`` ablation
-    pairings of :mod:`dhcbench.methods.cotraining` (for every other registered strategy).
+    pairings of :mod:`dhcbench.methods.cotraining_methods` (for every other registered strategy).
     """
 
     def decorate(cls: S) -> S:
