@@ -9,6 +9,7 @@ executes the plan.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import subprocess
 import uuid
@@ -42,8 +43,10 @@ class RunPlan:
     key: str
 
 
+@functools.cache
 def git_sha() -> str:
-    """Commit of the package's source tree, or ``unknown`` outside a git checkout."""
+    """Commit of the package's source tree, or ``unknown`` outside a git checkout (asked of
+    git once per process: every parent and seed run is tagged with it)."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
