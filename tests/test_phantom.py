@@ -128,12 +128,12 @@ def test_a_cache_from_another_generator_is_refused(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """A cache under the current key whose cases another generator wrote (an edit without a
     version bump) is refused by name, and the current generator's cache is accepted."""
-    import dhcbench.datasets.phantom as phantom
+    import dhcbench.datasets.phantom_synthesis as synthesis
 
     source = DATASETS.get("phantom")
     options = {"volume_size": [20, 32, 32], "num_cases": 10}
     spec = source.spec(options, None)
-    monkeypatch.setattr(phantom, "NOISE_HU", phantom.NOISE_HU + 5.0)
+    monkeypatch.setattr(synthesis, "NOISE_HU", synthesis.NOISE_HU + 5.0)
     stale = source.open(spec, options, tmp_path)
     monkeypatch.undo()
     with pytest.raises(UserError, match=r"phantom-v\d+-20x32x32-n10-s0: this phantom cache was"

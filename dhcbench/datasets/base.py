@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dhcbench.datasets.storage import PreparedDataset
+from dhcbench.errors import UserError
 from dhcbench.registry import Registry
 
 #: Environment variable naming the prepared-data cache folder.
@@ -24,8 +25,26 @@ DEFAULT_DATA_DIR = "dhcbench-data"
 
 
 def data_root(explicit: str | None = None) -> Path:
-    """The prepared-data cache: ``explicit``, else ``$DHCBENCH_DATA``, else ``./dhcbench-data``."""
+    """The prepared-data cache folder.
+
+    ``explicit``, else ``$DHCBENCH_DATA``, else ``./dhcbench-data`` (relative to the working
+    directory); the folder need not exist yet.
+    """
     return Path(explicit or os.environ.get(DATA_ENV) or DEFAULT_DATA_DIR)
+
+
+def check_options(options: Mapping[str, Any], valid: set[str], dataset: str) -> None:
+    """Refuse a ``data.options`` key that ``dataset`` does not know, naming the valid ones.
+
+    Raises:
+        UserError: ``unknown <dataset> option '<key>' (valid: ...)`` for the first unknown
+            key in sorted order.
+    """
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        raise UserError(
+            f"unknown {dataset} option {unknown[0]!r} (valid: {', '.join(sorted(valid))})"
+        )
 
 
 @dataclass(frozen=True)
@@ -47,11 +66,16 @@ class DatasetSpec:
 
     @property
     def num_classes(self) -> int:
+        """K, the number of classes, background included (the networks' output channels)."""
         return len(self.class_names)
 
 
 class DatasetSource(Protocol):
-    """A registered dataset."""
+    """A registered dataset: how to describe it, get its data and train on it.
+
+    The attributes are what ``dhcbench datasets`` lists; the methods are called with the
+    run's ``data.options`` (a mapping of dataset-specific keys, checked by the source).
+    """
 
     name: str
     title: str
@@ -61,16 +85,38 @@ class DatasetSource(Protocol):
     classes_text: str  # how many foreground classes, for listings
 
     def spec(self, options: Mapping[str, Any], patch_size: tuple[int, int, int] | None,
-             root: Path | None = None) -> DatasetSpec: ...
+             root: Path | None = None) -> DatasetSpec:
+        """The dataset's spec for these options.
+
+        Args:
+            options: the dataset's options; unknown keys raise UserError.
+            patch_size: the training crop (D, H, W) in voxels, or None for the dataset's.
+            root: the data root, for datasets whose spec is read from the prepared data.
+        """
+        ...
 
     def open(self, spec: DatasetSpec, options: Mapping[str, Any], root: Path,
-             on_progress: Callable[[int, int], None] | None = None) -> PreparedDataset: ...
+             on_progress: Callable[[int, int], None] | None = None) -> PreparedDataset:
+        """The prepared data under ``root``, generated first where the source can.
 
-    def preset(self, ratio: float) -> dict[str, Any]: ...
+        ``on_progress`` is called with (cases done, cases in all) while data is generated.
+        Raises UserError when the data is missing and cannot be generated.
+        """
+        ...
+
+    def preset(self, ratio: float) -> dict[str, Any]:
+        """Configuration overrides that reproduce the reference's training at ``ratio``.
+
+        A nested mapping merged into the run configuration, e.g.
+        ``{"train": {"epochs": 300, "patience": 100}}``.
+        """
+        ...
 
     def default_split(self, options: Mapping[str, Any]) -> str | None:
-        """The split manifest used when ``data.split`` is not set (None: the dataset's own
-        lists, or the seeded generator)."""
+        """The split manifest used when ``data.split`` is not set.
+
+        None: the dataset's own lists, or the seeded generator.
+        """
         ...
 
 

@@ -6,7 +6,8 @@ abbreviations are the column heads of the paper's tables.
 
 from __future__ import annotations
 
-SYNAPSE_CLASSES: tuple[str, ...] = (
+#: Background and the nine organs Synapse and AMOS both label, with the same values (0-9).
+_SHARED_HEAD: tuple[str, ...] = (
     "background",
     "spleen",
     "right_kidney",
@@ -17,23 +18,20 @@ SYNAPSE_CLASSES: tuple[str, ...] = (
     "stomach",
     "aorta",
     "inferior_vena_cava",
+)
+
+#: Synapse's 13 organs: label values 10-13 follow the shared head.
+SYNAPSE_CLASSES: tuple[str, ...] = (
+    *_SHARED_HEAD,
     "portal_splenic_veins",
     "pancreas",
     "right_adrenal_gland",
     "left_adrenal_gland",
 )
 
+#: AMOS's 15 organs: no portal/splenic veins, so its pancreas and adrenal glands are 10-12.
 AMOS_CLASSES: tuple[str, ...] = (
-    "background",
-    "spleen",
-    "right_kidney",
-    "left_kidney",
-    "gallbladder",
-    "esophagus",
-    "liver",
-    "stomach",
-    "aorta",
-    "inferior_vena_cava",
+    *_SHARED_HEAD,
     "pancreas",
     "right_adrenal_gland",
     "left_adrenal_gland",
@@ -64,5 +62,8 @@ ABBREVIATIONS: dict[str, str] = {
 
 
 def abbreviation(name: str) -> str:
-    """The paper's column head for a class (the class name itself for unknown classes)."""
+    """The paper's column head for a class.
+
+    ``right_kidney`` -> ``RK``; a class the paper does not have (nnU-Net data) keeps its name.
+    """
     return ABBREVIATIONS.get(name, name)

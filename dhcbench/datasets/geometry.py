@@ -35,7 +35,15 @@ def target_shape(
     spacing: Sequence[float],
     target_spacing: Sequence[float] | None = None,
 ) -> Shape3:
-    """The (D, H, W) a volume of ``shape`` and ``spacing`` (mm, z/y/x) is prepared to."""
+    """The (D, H, W) a volume of ``shape`` and ``spacing`` (mm, z/y/x) is prepared to.
+
+    ``dhc2023`` always gives 80×160×160; ``dhc2024`` keeps Synapse's depth and halves its
+    in-plane size (80×160×160 for other datasets); ``native`` keeps ``shape``, or with
+    ``target_spacing`` (mm, z/y/x) resamples to it, rounding to at least one voxel per axis.
+
+    Raises:
+        UserError: for an unknown profile.
+    """
     if profile == "dhc2023":
         return DHC_SHAPE
     if profile == "dhc2024":
@@ -53,7 +61,11 @@ def target_shape(
 
 
 def resize_image(volume: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    """Trilinear resize (align_corners False) of a (D, H, W) or (C, D, H, W) float volume."""
+    """Trilinear resize (align_corners False) of a (D, H, W) or (C, D, H, W) float volume.
+
+    Returns a float32 array whose last three axes are ``shape`` (channels resized alike);
+    a volume already of that size is only cast to float32.
+    """
     if tuple(volume.shape[-3:]) == tuple(shape):
         return np.asarray(volume, dtype=np.float32)
     import torch  # imported here: modules that only read data or results need no torch
@@ -68,8 +80,11 @@ def resize_image(volume: np.ndarray, shape: Sequence[int]) -> np.ndarray:
 
 
 def resize_label(label: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    """Nearest-neighbour resize of a (D, H, W) label map (torch's 'nearest', as the
-    reference), keeping the dtype."""
+    """Nearest-neighbour resize of a (D, H, W) label map to ``shape``, keeping the dtype.
+
+    Uses torch's ``nearest`` mode, as the reference does; a label map already of ``shape``
+    is returned as it is.
+    """
     if tuple(label.shape) == tuple(shape):
         return np.asarray(label)
     import torch
@@ -82,7 +97,10 @@ def resize_label(label: np.ndarray, shape: Sequence[int]) -> np.ndarray:
 
 def resized_spacing(spacing: Sequence[float], old: Sequence[int], new: Sequence[int]
                     ) -> tuple[float, float, float]:
-    """Voxel size after resizing ``old`` to ``new`` voxels over the same field of view."""
+    """Voxel size (mm, z/y/x) after resizing ``old`` to ``new`` voxels over the same extent.
+
+    Each axis's spacing is scaled by old / new, so the field of view in mm is unchanged.
+    """
     return tuple(  # type: ignore[return-value]
         float(s) * o / n for s, o, n in zip(spacing, old, new, strict=True)
     )

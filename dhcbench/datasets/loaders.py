@@ -26,14 +26,22 @@ Shape3 = tuple[int, int, int]
 
 
 def normalised_image(ds: PreparedDataset, spec: DatasetSpec, case_id: str) -> np.ndarray:
-    """A prepared case's image, normalised by :func:`normalise_image`."""
+    """A prepared case's image, normalised by :func:`normalise_image`.
+
+    Returns float32 (D, H, W), or (C, D, H, W) for multi-channel data, in the network's
+    input range (mostly [0, 1]; z-scored channels are unbounded).
+    """
     return normalise_image(ds.image(case_id), ds.cases[case_id].modality,
                            spec.intensity_window, ds.meta)
 
 
 def pad_to_patch(volume: np.ndarray, patch: Shape3) -> np.ndarray:
-    """Zero-pad spatial axes (the last three) not larger than the patch by
-    (patch - size) // 2 + 3 per side, as the reference's RandomCrop does, so a crop fits."""
+    """Zero-pad the spatial axes (the last three) that are not larger than the patch.
+
+    Such an axis gets (patch - size) // 2 + 3 voxels on each side, as the reference's
+    RandomCrop does, so a crop fits; leading (channel) axes are not padded. A volume that
+    needs no padding is returned as it is.
+    """
     pads = [(0, 0)] * (volume.ndim - 3)
     for size, p in zip(volume.shape[-3:], patch, strict=True):
         w = (p - size) // 2 + 3 if size <= p else 0
@@ -44,7 +52,11 @@ def pad_to_patch(volume: np.ndarray, patch: Shape3) -> np.ndarray:
 
 
 def centre_crop_slices(shape: Sequence[int], patch: Shape3) -> tuple[slice, slice, slice]:
-    """Slices of the centred patch, offsets round((size - patch) / 2) (reference CenterCrop)."""
+    """Slices (D, H, W) of the centred patch, as the reference's CenterCrop.
+
+    The offset per axis is round((size - patch) / 2), at least 0; pad with
+    :func:`pad_to_patch` first so that every axis is at least the patch size.
+    """
     out = []
     for size, p in zip(shape, patch, strict=True):
         start = max(0, int(round((size - p) / 2)))
@@ -96,6 +108,11 @@ class PatchSampler:
                          for c in self.unlabeled_ids] if mode == "semi" else []
 
     def iterations_per_epoch(self) -> int:
+        """Iterations of one epoch.
+
+        ``all``: ceil(N_labeled / batch_labeled). Otherwise the unlabeled list sets the
+        length: min(ceil(N_unlabeled / batch_unlabeled), ceil(N_unlabeled / batch_labeled)).
+        """
         if self.mode == "all":
             return -(-len(self.labeled_ids) // self.batch_labeled)
         n_u = len(self.unlabeled_ids)
@@ -122,8 +139,10 @@ class PatchSampler:
         ]
 
     def _crop(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        """The same random patch of every array (spatial axes last; images may carry a
-        leading channel axis)."""
+        """The same random patch of every array, then the same random flips.
+
+        Spatial axes are last; images may carry a leading channel axis.
+        """
         shape = arrays[0].shape[-3:]
         offsets = [int(self.rng.integers(0, size - p)) if size > p else 0
                    for size, p in zip(shape, self.patch, strict=True)]
@@ -144,7 +163,11 @@ class PatchSampler:
         return batch[:, None] if batch.ndim == 4 else batch
 
     def batch(self, lab_idx: np.ndarray, unl_idx: np.ndarray) -> Batch:
-        """Crop the patches of one iteration: ``Batch`` of CPU tensors."""
+        """Crop the patches of one iteration into a ``Batch`` of CPU tensors.
+
+        ``image_l``/``image_u`` are float32 (B, C, D, H, W) with (D, H, W) the patch size,
+        ``label_l`` int64 (B, D, H, W); outside ``semi`` mode ``image_u`` is empty (B = 0).
+        """
         imgs_l, labs_l = [], []
         for i in lab_idx:
             img, lab = self._crop([self.images_l[i], self.labels_l[i]])
@@ -163,15 +186,20 @@ class PatchSampler:
         )
 
     def get_state(self) -> dict:
+        """The random generator's state, for a checkpoint (a JSON-serialisable dict)."""
         return self.rng.bit_generator.state
 
     def set_state(self, state: dict) -> None:
+        """Restore the random generator from :meth:`get_state`, so a resumed run continues."""
         self.rng.bit_generator.state = state
 
 
 @dataclass(frozen=True)
 class EvalCase:
-    """A normalised volume with its label (and the manifest's geometry)."""
+    """A normalised volume with its label (and the manifest's geometry).
+
+    The spacing is the prepared grid's, in mm (z, y, x), for surface distances.
+    """
 
     case_id: str
     image: np.ndarray  # float32 (D, H, W) or (C, D, H, W), normalised
@@ -180,7 +208,7 @@ class EvalCase:
 
 
 def load_case(ds: PreparedDataset, spec: DatasetSpec, case_id: str) -> EvalCase:
-    """One whole case, normalised as in training."""
+    """One whole case, normalised as in training, with its uint8 (D, H, W) label map."""
     return EvalCase(
         case_id=case_id,
         image=normalised_image(ds, spec, case_id),
@@ -190,15 +218,21 @@ def load_case(ds: PreparedDataset, spec: DatasetSpec, case_id: str) -> EvalCase:
 
 
 def iter_cases(ds: PreparedDataset, spec: DatasetSpec, ids: Sequence[str]) -> Iterator[EvalCase]:
-    """Cases one at a time (test volumes are never all held in memory)."""
+    """Cases one at a time, as :func:`load_case` reads them.
+
+    A generator, so test volumes are never all held in memory.
+    """
     for case_id in ids:
         yield load_case(ds, spec, case_id)
 
 
 def centre_crops(ds: PreparedDataset, spec: DatasetSpec, ids: Sequence[str]
                  ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The in-training validation input: one centred patch per eval case (reference §3.2),
-    as ``((1, C, D, H, W) float, (1, D, H, W) long)`` pairs, preloaded."""
+    """The in-training validation input: one centred patch per eval case (reference §3.2).
+
+    Returns ``((1, C, D, H, W) float32, (1, D, H, W) int64)`` pairs, preloaded, with
+    (D, H, W) the patch size (volumes smaller than the patch are zero-padded first).
+    """
     out = []
     for case in iter_cases(ds, spec, ids):
         img = pad_to_patch(case.image, spec.patch_size)

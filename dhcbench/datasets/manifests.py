@@ -27,7 +27,11 @@ from dhcbench.errors import UserError
 
 @dataclass(frozen=True)
 class SplitManifest:
-    """Fixed case lists; ``train``/``eval`` may be empty (then drawn by the seeded sampler)."""
+    """The fixed case lists of a shipped manifest.
+
+    ``train``/``eval`` may be empty (then drawn by the seeded sampler); ``labeled`` maps a
+    ratio tag (``10p``) to its ids; ``refused`` maps a ratio tag to why it is not used.
+    """
 
     name: str
     test: tuple[str, ...]
@@ -38,11 +42,16 @@ class SplitManifest:
     note: str = ""
 
     def to_json(self) -> dict[str, object]:
+        """The hashed content: the name and the id lists (labeled by ratio tag, sorted).
+
+        ``refused`` and ``note`` are explanations, not content, and are left out.
+        """
         return {"name": self.name, "train": list(self.train), "eval": list(self.eval),
                 "test": list(self.test),
                 "labeled": {k: list(v) for k, v in sorted(self.labeled.items())}}
 
     def sha256(self) -> str:
+        """SHA-256 (hex) of :meth:`to_json` as canonical JSON (sorted keys, no spaces)."""
         text = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -65,7 +74,11 @@ AMOS_20P_REASON = (
 
 
 def load_manifest(name: str, allow_inconsistent: bool = False) -> SplitManifest:
-    """A shipped manifest by name (``synapse:dhc2023``, ``synapse:dhc2024``, ``amos:dhc``)."""
+    """A shipped manifest by name (``synapse:dhc2023``, ``synapse:dhc2024``, ``amos:dhc``).
+
+    With ``allow_inconsistent``, ``amos:dhc`` also offers the reference's 20 % labeled list
+    instead of refusing it. Raises UserError for an unknown name, listing the valid ones.
+    """
     if name == "synapse:dhc2023":
         return SplitManifest(
             name=name, train=_read("synapse-2023", "train"), eval=_read("synapse-2023", "eval"),
@@ -94,7 +107,10 @@ def load_manifest(name: str, allow_inconsistent: bool = False) -> SplitManifest:
 
 
 def amos_unlabeled_20p() -> tuple[str, ...]:
-    """The reference's unlabeled 20 % AMOS list (used only with allow_inconsistent_split)."""
+    """The reference's unlabeled 20 % AMOS list, sorted.
+
+    Used only with ``data.allow_inconsistent_split`` (see :data:`AMOS_20P_REASON`).
+    """
     return _read("amos", "unlabeled_20p")
 
 

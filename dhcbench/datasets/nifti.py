@@ -18,7 +18,11 @@ from dhcbench.errors import UserError
 
 @dataclass(frozen=True)
 class Volume:
-    """A volume in (z, y, x) order with the geometry of its source file."""
+    """A volume in (z, y, x) order with the geometry of its source file.
+
+    ``data`` is float32 for an image, uint8 (int32 beyond 256 classes) for a label map;
+    ``spacing`` and ``affine`` let a prediction be written back onto the source grid.
+    """
 
     data: np.ndarray  # (D, H, W)
     spacing: tuple[float, float, float]  # mm, (z, y, x)
@@ -27,7 +31,10 @@ class Volume:
 
 
 def nifti_stem(path: Path) -> str:
-    """The file name without ``.nii.gz`` or ``.nii`` (a case id)."""
+    """The file name without ``.nii.gz`` or ``.nii`` (a case id).
+
+    Any other file keeps its name less the last suffix (``Path.stem``).
+    """
     name = path.name
     for suffix in (".nii.gz", ".nii"):
         if name.endswith(suffix):
@@ -36,7 +43,10 @@ def nifti_stem(path: Path) -> str:
 
 
 def nifti_files(folder: Path) -> list[Path]:
-    """The ``.nii.gz`` and ``.nii`` files of a folder, sorted."""
+    """The ``.nii.gz`` and ``.nii`` files of a folder, sorted by path.
+
+    Other files are ignored; sub-folders are not searched.
+    """
     return sorted(p for p in folder.iterdir() if p.name.endswith((".nii.gz", ".nii")))
 
 
@@ -52,12 +62,20 @@ def _load(path: Path):  # noqa: ANN202
 
 
 def header_shape(path: Path) -> tuple[int, ...]:
-    """The array shape from the header only (cheap pre-check of a whole dataset)."""
+    """The array shape from the header only (cheap pre-check of a whole dataset).
+
+    The shape is in the file's (i, j, k[, t]) order. Raises UserError naming the file when
+    it is missing or not NIfTI.
+    """
     return tuple(int(s) for s in _load(path).shape)
 
 
 def require_3d(shape: tuple[int, ...], path: Path) -> tuple[int, int, int]:
-    """The 3D shape of a volume (a trailing axis of length 1 dropped); UserError otherwise."""
+    """The 3D shape of a volume, a trailing axis of length 1 dropped.
+
+    Raises:
+        UserError: naming ``path`` when the shape is not 3D after that.
+    """
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
     if len(shape) != 3:
@@ -66,7 +84,16 @@ def require_3d(shape: tuple[int, ...], path: Path) -> tuple[int, int, int]:
 
 
 def read_volume(path: Path, *, label: bool = False, num_classes: int | None = None) -> Volume:
-    """Read an image (float32, finite) or a label map (integers in ``0..num_classes-1``)."""
+    """Read an image or a label map, transposed to (z, y, x) = (D, H, W).
+
+    An image is float32 and must be finite. A label map must hold integers in
+    ``0..num_classes-1``; it is returned as uint8 (int32 with more than 256 classes). A 4D
+    file with one volume is taken as 3D. The spacing is in mm, (z, y, x).
+
+    Raises:
+        UserError: naming ``path`` for an unreadable file, a shape that is not 3D, NaN or
+            infinite intensities, or label values that are not integers or out of range.
+    """
     img = _load(path)
     shape = tuple(int(s) for s in img.shape)
     require_3d(shape, path)
@@ -99,7 +126,11 @@ def read_volume(path: Path, *, label: bool = False, num_classes: int | None = No
 
 
 def write_label_map(path: Path, label_zyx: np.ndarray, affine: np.ndarray) -> None:
-    """Write a (z, y, x) label map back in the source's (i, j, k) order with its affine."""
+    """Write a (z, y, x) label map back in the source's (i, j, k) order with its affine.
+
+    ``label_zyx`` is (D, H, W) class indices; it is stored as uint8 NIfTI with ``affine``
+    (4x4, source voxel to world), so the file overlays the source image.
+    """
     import nibabel as nib
 
     data = np.ascontiguousarray(np.transpose(label_zyx, (2, 1, 0))).astype(np.uint8)

@@ -24,302 +24,62 @@ threshold separates the classes: location and shape must be learned. Every case 
 size, shape and contrast. The generator is pure numpy/scipy and deterministic in
 ``(seed, case index, volume_size)``.
 
-Coordinates: a body frame in [-1, 1]^3 with z cranio-caudal (superior = -1), y
-anterior-posterior (anterior = -1) and x right-left (patient right = -1); array axes are
-(z, y, x) = (D, H, W).
+The generator is in two modules: :mod:`dhcbench.datasets.phantom_anatomy` (the body frame,
+the organ layout and each case's geometry) and :mod:`dhcbench.datasets.phantom_synthesis`
+(the configuration, the intensities and the acquisition). This module registers the dataset:
+its options, cache, splits and training preset; it re-exports the generator's public names.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
-from dhcbench.datasets.base import DATASETS, DatasetSpec
+from dhcbench.datasets.base import DATASETS, DatasetSpec, check_options
 from dhcbench.datasets.classes import SYNAPSE_CLASSES
+from dhcbench.datasets.phantom_synthesis import (
+    GENERATOR_VERSION,
+    PhantomConfig,
+    class_proportions,
+    generate_case,
+    spacing_mm,
+)
 from dhcbench.datasets.splits import ratio_tag, seeded_labeled
 from dhcbench.datasets.storage import PreparedCase, PreparedDataset, load_prepared, write_prepared
 from dhcbench.errors import UserError
 
-#: Bumped whenever the generator's output changes, so that no older cache is reused.
-GENERATOR_VERSION = 3
-#: How much the field of view is zoomed onto the abdomen: the volume spans [-1/ZOOM, 1/ZOOM]
-#: of the body frame, so the organs cover more voxels (the body's sides are cut, as in CT).
-ZOOM = 1.35
-#: Physical extent of the phantom field of view in mm (z, y, x); the spacing is this / size.
-FIELD_OF_VIEW_MM = (180.0, 240.0, 240.0)
+__all__ = [
+    "DEFAULT_PATCH",
+    "GENERATOR_VERSION",
+    "PHANTOM_RATIOS",
+    "PhantomConfig",
+    "PhantomSource",
+    "class_proportions",
+    "config_from_options",
+    "generate_case",
+    "phantom_splits",
+    "spacing_mm",
+]
 
-
-@dataclass(frozen=True)
-class PhantomConfig:
-    """What determines the generated phantom: every field changes the cached data.
-
-    ``volume_size`` is (D, H, W); the default 24×60×60 (thick axial slices, as abdominal CT)
-    is 1.5× the default patch 16×48×48 in depth and 1.25× in-plane, the reference's
-    in-plane ratio of 160 to 128. ``num_cases`` are split 2/3 train, 2/15 eval, 1/5 test
-    (20/4/6 for 30, as Synapse).
-    """
-
-    volume_size: tuple[int, int, int] = (24, 60, 60)
-    num_cases: int = 30
-    seed: int = 0
-
-    def key(self) -> str:
-        """Folder name of the cached dataset, derived from every field."""
-        d, h, w = self.volume_size
-        return f"phantom-v{GENERATOR_VERSION}-{d}x{h}x{w}-n{self.num_cases}-s{self.seed}"
-
-
-@dataclass(frozen=True)
-class _Ellipsoid:
-    label: int
-    center: tuple[float, float, float]  # (z, y, x) in the body frame
-    radii: tuple[float, float, float]
-    wobble: float  # amplitude of the smooth shape deformation
-    jitter: float = 0.045  # std of the centre's per-case shift, body-frame units
-
-
-@dataclass(frozen=True)
-class _Tube:
-    """A tube along ``axis`` (0 = z, 2 = x) between t0 and t1, centre line (a + b t + c sin)."""
-
-    label: int
-    axis: int
-    t_range: tuple[float, float]
-    offset: tuple[float, float]  # centre of the two other coordinates at t = 0
-    slope: tuple[float, float]
-    bend: tuple[float, float]  # amplitude of the sinusoidal bend of the two coordinates
-    radius: tuple[float, float]  # radius at t0 and at t1 (linear in between)
-
-
-# Organ layout, tuned so that the mean voxel proportions follow Synapse's imbalance (see
-# ``class_proportions``); label values follow reference §1 (1 spleen … 13 left adrenal).
-_ELLIPSOIDS = {
-    "liver": _Ellipsoid(6, (-0.10, -0.02, -0.38), (0.66, 0.64, 0.58), 0.20),
-    "spleen": _Ellipsoid(1, (-0.22, 0.30, 0.56), (0.36, 0.26, 0.18), 0.15),
-    "right_kidney": _Ellipsoid(2, (0.28, 0.44, -0.42), (0.36, 0.20, 0.17), 0.10),
-    "left_kidney": _Ellipsoid(3, (0.22, 0.44, 0.44), (0.36, 0.20, 0.17), 0.10),
-    "stomach": _Ellipsoid(7, (-0.30, -0.18, 0.30), (0.36, 0.28, 0.28), 0.15),
-    "gallbladder": _Ellipsoid(4, (0.22, -0.36, -0.26), (0.25, 0.17, 0.15), 0.10),
-    # The adrenal glands sit on the kidneys' upper poles: their centres vary a third as much.
-    "right_adrenal_gland": _Ellipsoid(12, (-0.04, 0.31, -0.27), (0.165, 0.112, 0.08), 0.05,
-                                      0.015),
-    "left_adrenal_gland": _Ellipsoid(13, (-0.06, 0.31, 0.26), (0.165, 0.112, 0.08), 0.05,
-                                     0.015),
-}
-_TUBES = {
-    "esophagus": _Tube(
-        5, 0, (-1.0, -0.30), (0.40, 0.10), (0.25, 0.10), (0.03, 0.03), (0.10, 0.11)
-    ),
-    "aorta": _Tube(8, 0, (-1.0, 1.0), (0.38, 0.10), (0.0, 0.0), (0.02, 0.03), (0.11, 0.10)),
-    "inferior_vena_cava": _Tube(
-        9, 0, (-0.75, 1.0), (0.30, -0.17), (0.02, 0.0), (0.02, 0.02), (0.10, 0.10)
-    ),
-    "portal_splenic_veins": _Tube(
-        10, 2, (-0.22, 0.48), (0.02, 0.12), (0.0, 0.15), (0.05, 0.05), (0.12, 0.10)
-    ),
-    "pancreas": _Tube(
-        11, 2, (-0.20, 0.45), (0.14, 0.02), (-0.08, 0.12), (0.04, 0.05), (0.19, 0.11)
-    ),
-}
-# Painting order: later organs overwrite earlier ones where they overlap.
-_PAINT_ORDER = (
-    "liver",
-    "spleen",
-    "right_kidney",
-    "left_kidney",
-    "stomach",
-    "gallbladder",
-    "pancreas",
-    "portal_splenic_veins",
-    "inferior_vena_cava",
-    "aorta",
-    "esophagus",
-    "right_adrenal_gland",
-    "left_adrenal_gland",
-)
-# (mean HU, texture std HU) per class; neighbours overlap on purpose (liver / spleen /
-# pancreas, aorta / kidney / portal vein, adrenal / esophagus / muscle / bowel).
-_INTENSITY = {
-    "spleen": (128.0, 12.0),
-    "right_kidney": (190.0, 26.0),
-    "left_kidney": (190.0, 26.0),
-    "gallbladder": (12.0, 8.0),
-    "esophagus": (75.0, 10.0),  # the wall; air in its centre is set separately
-    "liver": (108.0, 14.0),
-    "stomach": (122.0, 12.0),  # the wall; the lumen is set separately
-    "aorta": (205.0, 20.0),
-    "inferior_vena_cava": (168.0, 14.0),
-    "portal_splenic_veins": (178.0, 14.0),
-    "pancreas": (98.0, 12.0),
-    "right_adrenal_gland": (75.0, 10.0),
-    "left_adrenal_gland": (75.0, 10.0),
-}
-_STOMACH_LUMEN_HU = (0.0, 10.0)
-ESOPHAGUS_AIR_HU = -400.0
-#: Acquisition noise (std, HU) and amplitude of the smooth additive bias field (HU).
-NOISE_HU = 10.0
-BIAS_HU = 20.0
-#: Visceral fat between the organs: (mean, std of its smooth variation) in HU.
-VISCERAL_HU = (-80.0, 25.0)
-
-
-def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float) -> np.ndarray:
-    """Zero-mean, unit-std Gaussian-smoothed white noise (sigma in voxels)."""
-    field = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma)
-    return (field - field.mean()) / (field.std() + 1e-6)
-
-
-def _rotation_zyx(angle: float) -> np.ndarray:
-    """Rotation about the z axis (in the axial plane) acting on (z, y, x) vectors."""
-    c, s = np.cos(angle), np.sin(angle)
-    return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
-
-
-class _Case:
-    """Per-case random geometry: global scale/shift and per-organ jitter."""
-
-    def __init__(self, rng: np.random.Generator, size: tuple[int, int, int]) -> None:
-        self.rng = rng
-        self.size = size
-        axes = [np.linspace(-1.0 / ZOOM, 1.0 / ZOOM, n, dtype=np.float32) for n in size]
-        scale = rng.uniform(0.88, 1.12, size=3)
-        shift = rng.normal(0.0, 0.045, size=3)
-        # Body-frame coordinates of every voxel, after the per-case global transform.
-        self.z, self.y, self.x = np.meshgrid(
-            *[(a - s) / k for a, s, k in zip(axes, shift, scale, strict=True)], indexing="ij"
-        )
-        sigma = max(1.0, min(size) / 10.0)
-        self.wobble = _smooth_noise(rng, size, sigma)
-        self.body_rx = rng.uniform(0.88, 0.96)
-        self.body_ry = rng.uniform(0.70, 0.78)
-
-    def ellipsoid(self, e: _Ellipsoid) -> np.ndarray:
-        rng = self.rng
-        center = np.asarray(e.center) + rng.normal(0.0, e.jitter, size=3)
-        radii = np.asarray(e.radii) * rng.uniform(0.85, 1.15, size=3)
-        rot = _rotation_zyx(rng.uniform(-0.3, 0.3))
-        d = np.stack([self.z - center[0], self.y - center[1], self.x - center[2]], axis=-1)
-        d = d @ rot.T.astype(np.float32)
-        q = ((d / radii.astype(np.float32)) ** 2).sum(axis=-1)
-        return q < 1.0 + e.wobble * self.wobble
-
-    def tube(self, t: _Tube) -> np.ndarray:
-        rng = self.rng
-        coords = (self.z, self.y, self.x)
-        along = coords[t.axis]
-        others = [coords[i] for i in range(3) if i != t.axis]
-        jitter = rng.normal(0.0, 0.04, size=2)
-        phase = rng.uniform(0, 2 * np.pi, size=2)
-        t0, t1 = t.t_range
-        frac = np.clip((along - t0) / (t1 - t0), 0.0, 1.0)
-        radius = (t.radius[0] + (t.radius[1] - t.radius[0]) * frac) * rng.uniform(0.88, 1.12)
-        dist2 = np.zeros_like(along)
-        for k in range(2):
-            centre = (
-                t.offset[k] + jitter[k] + t.slope[k] * along
-                + t.bend[k] * np.sin(3.0 * along + phase[k])
-            )
-            dist2 += (others[k] - centre) ** 2
-        inside = dist2 < (radius * (1.0 + 0.1 * self.wobble)) ** 2
-        return inside & (along >= t0) & (along <= t1)
-
-
-def generate_case(config: PhantomConfig, index: int) -> tuple[np.ndarray, np.ndarray]:
-    """One phantom case: (image float32 HU (D, H, W), label uint8 (D, H, W)).
-
-    Deterministic in (config.seed, index, config.volume_size).
-    """
-    size = tuple(int(s) for s in config.volume_size)
-    rng = np.random.default_rng([config.seed, index, *size])
-    case = _Case(rng, size)  # type: ignore[arg-type]
-    z, y, x = case.z, case.y, case.x
-
-    body = (x / case.body_rx) ** 2 + (y / case.body_ry) ** 2
-    inside_body = body < 1.0
-    inner = body < 0.80  # inside the muscle wall: where organs may lie
-    spine = (x / 0.14) ** 2 + ((y - 0.58) / 0.12) ** 2 < 1.0
-    paraspinal = ((np.abs(x) - 0.24) / 0.11) ** 2 + ((y - 0.58) / 0.10) ** 2 < 1.0
-
-    # Background tissue: air, subcutaneous fat, muscle wall with rib sections, visceral fat,
-    # spine, muscles, enhancing bowel loops (soft-tissue blobs that compete with the organs'
-    # intensities, as the ribs compete with the enhanced vessels and kidneys).
-    image = np.full(size, -1000.0, dtype=np.float32)
-    image[inside_body] = -95.0
-    image[inside_body & (body < 0.90)] = 45.0
-    visceral = VISCERAL_HU[1] * _smooth_noise(rng, size, max(1.0, min(size) / 12.0)) \
-        + VISCERAL_HU[0]
-    image[inner] = visceral[inner]
-    bowel = _smooth_noise(rng, size, max(1.0, min(size) / 15.0)) > 0.7
-    image[inner & bowel & (z > -0.2)] = rng.uniform(60.0, 140.0)
-    wall = inside_body & (body >= 0.80) & (body < 0.90) & (z < 0.4)
-    ribs = _smooth_noise(rng, size, max(1.0, min(size) / 15.0)) > 0.8
-    image[wall & ribs] = rng.uniform(200.0, 240.0)
-    image[paraspinal & inside_body] = 50.0
-    image[spine] = 420.0
-
-    label = np.zeros(size, dtype=np.uint8)
-    organ_masks: dict[str, np.ndarray] = {}
-    for name in _PAINT_ORDER:
-        shape = _ELLIPSOIDS.get(name)
-        mask = case.ellipsoid(shape) if shape is not None else case.tube(_TUBES[name])
-        mask &= inner & ~spine & ~paraspinal
-        organ_masks[name] = mask
-        label[mask] = SYNAPSE_CLASSES.index(name)
-
-    texture = _smooth_noise(rng, size, 1.2)
-    contrast_shift = rng.normal(0.0, 12.0)
-    for name in _PAINT_ORDER:
-        region = label == SYNAPSE_CLASSES.index(name)
-        mean, std = _INTENSITY[name]
-        mean += contrast_shift + rng.normal(0.0, 8.0)
-        image[region] = mean + std * texture[region]
-    # Hollow stomach: the lumen (eroded stomach) is fluid, the rim is the enhancing wall.
-    stomach = label == SYNAPSE_CLASSES.index("stomach")
-    lumen = ndimage.binary_erosion(stomach, iterations=max(1, round(min(size[1:]) / 30)))
-    lumen_mean, lumen_std = _STOMACH_LUMEN_HU
-    image[lumen] = lumen_mean + lumen_std * texture[lumen]
-    # Air in the oesophagus: its eroded core (the wall stays soft tissue).
-    esophagus = label == SYNAPSE_CLASSES.index("esophagus")
-    image[ndimage.binary_erosion(esophagus)] = ESOPHAGUS_AIR_HU
-
-    # Partial-volume blur, a smooth additive bias field and acquisition noise.
-    image = ndimage.gaussian_filter(image, 0.7)
-    image += BIAS_HU * _smooth_noise(rng, size, max(2.0, min(size) / 3.0))
-    image += rng.normal(0.0, NOISE_HU, size=size).astype(np.float32)
-    return image.astype(np.float32), label
-
-
-def spacing_mm(config: PhantomConfig) -> tuple[float, float, float]:
-    """Voxel spacing in mm (z, y, x) of the phantom grid."""
-    return tuple(  # type: ignore[return-value]
-        float(f / n) for f, n in zip(FIELD_OF_VIEW_MM, config.volume_size, strict=True)
-    )
-
-
-def class_proportions(labels: list[np.ndarray], num_classes: int = 14) -> np.ndarray:
-    """Voxel share of every class (background first) over a list of label maps."""
-    counts = sum(np.bincount(lab.ravel(), minlength=num_classes) for lab in labels)
-    return np.asarray(counts, dtype=np.float64) / float(np.sum(counts))
-
-
-# -- the registered dataset -------------------------------------------------------------------
-
+#: Training crop (D, H, W) in voxels when the run does not set one.
 DEFAULT_PATCH = (16, 48, 48)
 
 
 def config_from_options(options: Mapping[str, Any]) -> PhantomConfig:
-    """A PhantomConfig from ``data.options``; unknown keys and bad sizes raise UserError."""
-    valid = {"volume_size", "num_cases", "seed"}
-    unknown = sorted(set(options) - valid)
-    if unknown:
-        raise UserError(
-            f"unknown phantom option {unknown[0]!r} (valid: {', '.join(sorted(valid))})"
-        )
+    """The phantom configuration that a run's ``data.options`` describe.
+
+    Args:
+        options: any of ``volume_size`` (three sides, at least 8 voxels each),
+            ``num_cases`` (at least 8) and ``seed``; missing keys take
+            :class:`PhantomConfig`'s defaults.
+
+    Raises:
+        UserError: for an unknown key, naming the valid ones, or a size or count too small.
+    """
+    check_options(options, {"volume_size", "num_cases", "seed"}, "phantom")
     cfg = PhantomConfig()
     size = tuple(int(v) for v in options.get("volume_size", cfg.volume_size))
     if len(size) != 3 or min(size) < 8:
@@ -331,8 +91,21 @@ def config_from_options(options: Mapping[str, Any]) -> PhantomConfig:
 
 
 def phantom_splits(num_cases: int, ids: list[str], seed: int) -> dict[str, list[str]]:
-    """Synapse-like split: 1/5 test, then 5/6 of the rest train and 1/6 eval (20/4/6 for
-    30), seeded; labeled lists for the paper's Synapse ratios (10/20/40 %)."""
+    """The phantom's own split lists, written with the data.
+
+    Synapse-like: 1/5 test, then 5/6 of the rest train and 1/6 eval (20/4/6 for 30 cases),
+    drawn from ``seed``; labeled and unlabeled lists for the paper's Synapse ratios
+    (10/20/40 %, :data:`PHANTOM_RATIOS`), drawn with split seed 0.
+
+    Args:
+        num_cases: how many cases there are (the length of ``ids``).
+        ids: the case ids, in case order.
+        seed: the phantom's seed.
+
+    Returns:
+        Sorted id lists by name: ``train``, ``eval``, ``test``, ``labeled_10p``,
+        ``unlabeled_10p`` and likewise for 20p and 40p.
+    """
     order = np.random.default_rng([seed, 7919]).permutation(num_cases)
     n_test = max(1, round(num_cases / 5))
     n_trval = num_cases - n_test
@@ -358,9 +131,11 @@ def _case_id(index: int) -> str:
 
 
 def _checked(ds: PreparedDataset, cfg: PhantomConfig, dest: Path) -> PreparedDataset:
-    """``ds`` if its first case is what this generator makes, else a UserError: a cache left
-    by an edited generator whose version was not bumped must not pass for the current one
-    (regenerating one case takes a fraction of a second)."""
+    """``ds`` if its first case is what this generator makes, else a UserError.
+
+    A cache left by an edited generator whose version was not bumped must not pass for the
+    current one (regenerating one case takes a fraction of a second).
+    """
     image, label = generate_case(cfg, 0)
     case_id = _case_id(0)
     if not (np.array_equal(ds.label(case_id), label)
@@ -371,7 +146,11 @@ def _checked(ds: PreparedDataset, cfg: PhantomConfig, dest: Path) -> PreparedDat
 
 
 class PhantomSource:
-    """The embedded synthetic dataset (registered as ``phantom``)."""
+    """The embedded synthetic dataset (registered as ``phantom``).
+
+    Needs no download: :meth:`open` generates the cases on first use and caches them under
+    the data root in a folder named by :meth:`PhantomConfig.key`.
+    """
 
     name = "phantom"
     title = "Synthetic abdominal CT phantom"
@@ -386,6 +165,14 @@ class PhantomSource:
 
     def spec(self, options: Mapping[str, Any], patch_size: tuple[int, int, int] | None,
              root: Path | None = None) -> DatasetSpec:
+        """The phantom's spec: Synapse's 14 classes, one CT channel, the reference's CT window.
+
+        Args:
+            options: the phantom options (see :func:`config_from_options`).
+            patch_size: the training crop (D, H, W) in voxels; None for
+                :data:`DEFAULT_PATCH`.
+            root: unused (the spec needs no data on disk).
+        """
         del root
         cfg = config_from_options(options)
         patch = tuple(patch_size) if patch_size is not None else DEFAULT_PATCH
@@ -400,7 +187,18 @@ class PhantomSource:
 
     def open(self, spec: DatasetSpec, options: Mapping[str, Any], root: Path,
              on_progress: Callable[[int, int], None] | None = None) -> PreparedDataset:
-        """The cached phantom for ``options``, generated and written on first use."""
+        """The cached phantom for ``options``, generated and written on first use.
+
+        Args:
+            spec: the spec from :meth:`spec` (its profile is written to the manifest).
+            options: the phantom options (see :func:`config_from_options`).
+            root: the data root; the cache is ``root/<PhantomConfig.key()>``.
+            on_progress: called with (cases written, cases in all) while generating.
+
+        Raises:
+            UserError: when the cache cannot be written, or when an existing cache's first
+                case differs from what this generator makes.
+        """
         cfg = config_from_options(options)
         dest = Path(root) / cfg.key()
         if (dest / "manifest.json").is_file():
@@ -443,17 +241,19 @@ class PhantomSource:
             raise
 
     def default_split(self, options: Mapping[str, Any]) -> None:
-        """The phantom's own lists (written with the data)."""
+        """None: the phantom's own lists (written with the data) are the default split."""
         del options
         return None
 
     def preset(self, ratio: float) -> dict[str, Any]:
-        """CPU-sized schedule, the same for every method: 16-filter V-Nets (8 filters leave
-        the 14-class head too narrow to learn more than the largest organs), SGD at lr 0.2,
-        25 epochs of 20 iterations (500 steps) with poly decay of power 0.3 (the reference's
-        0.9 lowers the rate early, and the adrenal glands are learned last), evaluation every
-        2 epochs, no early stop. Chosen with the two bounds only
-        (``fully``, ``labeled-only``)."""
+        """CPU-sized schedule, the same for every method and labeled ratio.
+
+        16-filter V-Nets (8 filters leave the 14-class head too narrow to learn more than the
+        largest organs), SGD at lr 0.2, 25 epochs of 20 iterations (500 steps) with poly
+        decay of power 0.3 (the reference's 0.9 lowers the rate early, and the adrenal glands
+        are learned last), evaluation every 2 epochs, no early stop. Chosen with the two
+        bounds only (``fully``, ``labeled-only``).
+        """
         del ratio
         return {
             "train": {"epochs": 24, "iters_per_epoch": 20, "base_filters": 16, "lr": 0.2,

@@ -1,5 +1,8 @@
-"""``dhcbench splits show|verify``: print a split manifest, its hash and the labeled set's
-per-class voxel counts; check its guards."""
+"""``dhcbench splits show|verify``: a split manifest, its hash and its guards.
+
+``show`` gives each ratio's lists, the split's hash and the labeled set's per-class voxel
+counts (when the dataset is prepared here); ``verify`` checks the guards.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +14,18 @@ from typing import Any
 from dhcbench.datasets.base import DATASETS, data_root
 from dhcbench.datasets.classes import abbreviation
 from dhcbench.datasets.manifests import MANIFEST_NAMES, SplitManifest, load_manifest
-from dhcbench.datasets.splits import Split, ratio_tag, resolve_split
+from dhcbench.datasets.splits import Split, ratio_tag, resolve_split, tag_ratio
 from dhcbench.datasets.storage import PreparedDataset
 from dhcbench.errors import UserError
 
 
 @dataclass
 class SplitView:
-    """What ``splits show`` prints for one ratio."""
+    """What ``splits show`` prints for one ratio.
+
+    ``lists`` holds the id lists by name; ``class_counts`` the labeled set's voxels per
+    class (by abbreviation), None when the dataset is not prepared here.
+    """
 
     title: str
     sha256: str
@@ -39,15 +46,23 @@ def _try_open(dataset: str, options: Mapping[str, Any], root: Path | None
 
 def show(name: str, ratio: float | None, split_seed: int = 0,
          options: Mapping[str, Any] | None = None, root: Path | None = None) -> list[SplitView]:
-    """Views of a manifest (``synapse:dhc2023``…) or of a dataset's split (``phantom``)."""
+    """Views of a manifest (``synapse:dhc2023``…) or of a dataset's split (``phantom``).
+
+    One view per ratio: ``ratio``, else every ratio of the manifest or dataset. Where the
+    dataset is prepared under ``root`` the resolved split is shown with class counts,
+    otherwise a manifest's shipped lists only.
+
+    Raises:
+        UserError: for a name that is neither a manifest nor a prepared dataset, or a
+            refused ratio.
+    """
     options = dict(options or {})
     views: list[SplitView] = []
     if name in MANIFEST_NAMES:
         manifest = load_manifest(name)
         dataset = name.split(":")[0]
         ds = _try_open(dataset, options, root)
-        ratios = [ratio] if ratio is not None else [
-            float(t[:-1]) / 100 for t in manifest.labeled]
+        ratios = [ratio] if ratio is not None else [tag_ratio(t) for t in manifest.labeled]
         if ds is None:
             notes = [manifest.note, f"{dataset} is not prepared here: showing the shipped lists"
                      " only (prepare it to see class counts and drawn lists)"]
@@ -103,8 +118,17 @@ def _view(name: str, ratio: float, split: Split, ds: PreparedDataset, notes: lis
 
 def verify(name: str, ratio: float | None = None, options: Mapping[str, Any] | None = None,
            root: Path | None = None) -> list[str]:
-    """Check a manifest (and, when its dataset is prepared, the resolved splits); returns
-    the checks passed, raises UserError on the first failure."""
+    """Check a manifest and, when its dataset is prepared, the splits resolved from it.
+
+    For a name that is not a manifest (``phantom``, ``nnunet:<name>``), the dataset's own
+    splits are resolved and guarded instead.
+
+    Returns:
+        One line per check passed.
+
+    Raises:
+        UserError: on the first failed check.
+    """
     done: list[str] = []
     if name not in MANIFEST_NAMES:
         views = show(name, ratio, options=options, root=root)
@@ -127,7 +151,7 @@ def verify(name: str, ratio: float | None = None, options: Mapping[str, Any] | N
     if ds is not None:
         dataset = name.split(":")[0]
         for tag in m.labeled or [ratio_tag(r) for r in DATASETS.get(dataset).ratios]:
-            split = resolve_split(ds, float(tag[:-1]) / 100, manifest=name)
+            split = resolve_split(ds, tag_ratio(tag), manifest=name)
             done.append(f"{name} {tag}: ids present in {ds.path.name}, guards pass"
                         f" (split sha256 {split.sha256()[:16]})")
     else:

@@ -30,12 +30,27 @@ from dhcbench.errors import UserError
 
 
 def ratio_tag(ratio: float) -> str:
-    """0.2 -> '20p', 0.05 -> '5p', 0.025 -> '2.5p' (the reference's split-file suffix)."""
+    """The reference's split-file suffix of a labeled ratio.
+
+    0.2 -> '20p', 0.05 -> '5p', 0.025 -> '2.5p'.
+    """
     return f"{ratio * 100:g}p"
 
 
+def tag_ratio(tag: str) -> float:
+    """The labeled ratio of a split-file suffix, the inverse of :func:`ratio_tag`.
+
+    '20p' -> 0.2, '5p' -> 0.05.
+    """
+    return float(tag[:-1]) / 100
+
+
 def labeled_count(num_train: int, ratio: float) -> int:
-    """``int(N_train * ratio)`` as the reference computes it (robust to float round-off)."""
+    """How many training cases are labeled at ``ratio``.
+
+    ``int(N_train * ratio)`` as the reference computes it, made robust to float round-off
+    (``int(90 * 0.7)`` would give 62).
+    """
     return int(num_train * ratio + 1e-9)
 
 
@@ -80,7 +95,11 @@ def _seeded_partition(ids: Sequence[str], fraction: float, seed: int, salt: int
 
 @dataclass(frozen=True)
 class Split:
-    """The case lists of one run; ``source`` says where the lists came from."""
+    """The case lists of one run; ``source`` says where the lists came from.
+
+    Every list is a sorted tuple of case ids; ``source`` reads like
+    ``synapse:dhc2023:labeled_20p`` or ``phantom:seeded(1)``.
+    """
 
     train: tuple[str, ...]
     eval: tuple[str, ...]
@@ -90,8 +109,11 @@ class Split:
     source: str
 
     def check(self, dataset: str) -> None:
-        """Leakage guards: pairwise-disjoint train/eval/test; labeled ⊎ unlabeled = train;
-        a non-empty labeled set."""
+        """Leakage guards; UserError naming ``dataset`` and the first guard that fails.
+
+        Train, eval and test are pairwise disjoint, no list repeats an id, labeled and
+        unlabeled are disjoint and make up train, and the labeled set is not empty.
+        """
         pairs = (("train", "eval"), ("train", "test"), ("eval", "test"),
                  ("labeled", "unlabeled"))
         for a, b in pairs:
@@ -111,7 +133,7 @@ class Split:
             raise UserError(f"{dataset}: labeled and unlabeled lists do not make up the train list")
 
     def sha256(self) -> str:
-        """Hash of the five lists (logged with every run)."""
+        """SHA-256 (hex) of the five lists as sorted-key JSON (logged with every run)."""
         d = {k: list(getattr(self, k)) for k in ("train", "eval", "test", "labeled", "unlabeled")}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
@@ -138,7 +160,24 @@ def resolve_split(
     cover_classes: bool = False,
     allow_inconsistent: bool = False,
 ) -> Split:
-    """The split of ``ds`` for a labeled ratio; raises UserError when it cannot be used."""
+    """The split of ``ds`` for a labeled ratio, checked by :meth:`Split.check`.
+
+    The lists come from ``manifest`` when given, else from the prepared dataset's own
+    ``splits/``, else from the seeded generator (module docstring).
+
+    Args:
+        ds: the prepared dataset; every id of the split must be among its cases.
+        ratio: the labeled fraction of the training list (0.05 = 5 %).
+        split_seed: 0 takes the shipped labeled lists where they exist; any seed draws them.
+        need_unlabeled: refuse a ratio that leaves no unlabeled case.
+        manifest: the name of a shipped split manifest, or None.
+        cover_classes: redraw until the labeled cases contain every class of train.
+        allow_inconsistent: use a manifest's refused lists (AMOS 20 %).
+
+    Raises:
+        UserError: when the split cannot be used (unknown ids, a refused ratio, an empty
+            labeled or unlabeled list, a failed guard).
+    """
     tag = ratio_tag(ratio)
     present = _present(ds) if cover_classes else None
     shipped: tuple[str, ...] | None = None
