@@ -20,7 +20,11 @@ __all__ = ["app", "console", "main"]
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: run the Typer app.
+
+    A UserError raised outside a command's own handler still ends as one line on stderr
+    with exit code 2.
+    """
     try:
         app()
     except UserError as exc:  # raised outside a command's own handler

@@ -1,5 +1,8 @@
-"""What every command module shares: the Typer app, the consoles, and the one way a
-command reports bad input (:func:`user_errors`: one line on stderr, exit code 2)."""
+"""What every command module shares: the Typer app, the consoles, the error handling.
+
+A command reports bad input one way only (:func:`user_errors`: one line on stderr, exit
+code 2).
+"""
 
 from __future__ import annotations
 
@@ -36,25 +39,39 @@ def _quiet_libraries() -> None:
 
 
 def parse_dataset(text: str) -> tuple[str, dict]:
-    """``nnunet:<name>`` -> ("nnunet", {"name": <name>}); other names have no options."""
+    """Split a ``--dataset`` value into the registry key and its options.
+
+    ``nnunet:<name>`` -> ``("nnunet", {"name": <name>})``; other names have no options.
+    """
     name, _, option = text.partition(":")
     return name, ({"name": option} if option else {})
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    """Print ``error: <message>`` on stderr and exit with ``code``."""
+    """Print ``error: <message>`` on stderr and exit with ``code``.
+
+    The message is printed as is (no rich markup) and not wrapped, so it stays one line.
+    """
     err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
 def interrupted(exc: BaseException, what_now: str) -> NoReturn:
-    """An interrupted run or sweep: say so and what to do next, exit with 130."""
+    """End an interrupted run or sweep: say so and what to do next, exit with 130.
+
+    ``exc`` is the interruption (its text, or ``KeyboardInterrupt``, is shown);
+    ``what_now`` tells the user how to resume.
+    """
     err_console.print(f"interrupted: {exc or 'KeyboardInterrupt'}; {what_now}")
     raise typer.Exit(130) from None
 
 
 def user_errors(command: F) -> F:
-    """Turn a :class:`UserError` raised by ``command`` into :func:`fail` (exit code 2)."""
+    """Decorate a command so a :class:`UserError` it raises becomes :func:`fail`.
+
+    The error's message goes to stderr as one line and the exit code is 2; other
+    exceptions pass through.
+    """
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -93,8 +93,10 @@ def plot(
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "dhcbench",
     uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db).")] = None,
 ) -> None:
-    """Figures of finished runs: class-weight trajectories, per-class Dice against class
-    frequency, qualitative slices of several methods, and training curves."""
+    """Figures of finished runs, as PNG and PDF.
+
+    Class-weight trajectories, per-class Dice against class frequency, qualitative slices of several methods, and training curves.
+    """
     from dhcbench.benchmark.tracking import open_tracker, require_store
     from dhcbench.reports.cli_plot import plot as make_plot
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -28,19 +28,28 @@ Shape3 = tuple[int, int, int]
 
 
 class InferenceSettings(Protocol):
-    """What sliding-window inference reads from a run's evaluation settings (a run spec's
-    ``eval`` section satisfies it): the window stride (None: :func:`default_stride`) and
-    how many windows go through the network at once."""
+    """What sliding-window inference reads from a run's evaluation settings.
+
+    A run spec's ``eval`` section satisfies it: the window stride (None:
+    :func:`default_stride`) and how many windows go through the network at once.
+    """
 
     @property
-    def stride(self) -> tuple[int, int, int] | None: ...
+    def stride(self) -> tuple[int, int, int] | None:
+        """Window step in voxels per axis (D, H, W); None for :func:`default_stride`."""
 
     @property
-    def window_batch(self) -> int: ...
+    def window_batch(self) -> int:
+        """How many windows go through the network in one forward pass."""
 
 
 def window_starts(size: int, patch: int, stride: int) -> list[int]:
-    """Start offsets along one axis (size >= patch)."""
+    """Start offsets of the windows along one axis, in voxels.
+
+    ``size`` is the (padded) volume's extent, at least ``patch``; the windows start every
+    ``stride`` voxels, the last one moved back to end at the border, so every voxel is
+    covered and no window leaves the volume.
+    """
     n = math.ceil((size - patch) / stride) + 1
     return [min(stride * i, size - patch) for i in range(n)]
 
@@ -55,7 +64,15 @@ def sliding_window_probs(
     device: torch.device,
     window_batch: int = 4,
 ) -> torch.Tensor:
-    """Averaged softmax probabilities ``(K, D, H, W)`` (on CPU) of a ``(C, D, H, W)`` volume."""
+    """Averaged softmax probabilities of a whole volume by sliding-window inference.
+
+    ``image`` is a float ``(C, D, H, W)`` volume (or ``(D, H, W)`` for one channel);
+    ``predict`` maps a batch of windows ``(B, C, *patch)`` float32 on ``device`` to logits
+    ``(B, num_classes, *patch)``. Windows of size ``patch`` step by ``stride`` voxels, at
+    most ``window_batch`` per call; each voxel's probabilities are the mean of the softmax
+    of the windows covering it. Returns ``(K, D, H, W)`` float32 on the CPU, K =
+    ``num_classes``, on the image's own grid (padding cropped back).
+    """
     if image.ndim == 3:
         image = image[None]
     shape = image.shape[1:]
@@ -83,22 +100,21 @@ def sliding_window_probs(
     return scores[(slice(None), *crop)]
 
 
-def sliding_window_predict(
-    predict: Callable[[torch.Tensor], torch.Tensor],
-    image: np.ndarray,
-    patch: Shape3,
-    stride: Shape3,
-    num_classes: int,
-    device: torch.device,
-    window_batch: int = 4,
-) -> np.ndarray:
-    """Label map ``(D, H, W)`` uint8 (argmax of :func:`sliding_window_probs`)."""
-    probs = sliding_window_probs(predict, image, patch, stride, num_classes, device, window_batch)
-    return class_argmax(probs, 0).numpy().astype(np.uint8)
+def sliding_window_predict(*args: Any, **kwargs: Any) -> np.ndarray:
+    """Label map of a whole volume by sliding-window inference.
+
+    Takes the arguments of :func:`sliding_window_probs` and returns the argmax over classes
+    of its probabilities: ``(D, H, W)`` uint8 class indices on the image's own grid.
+    """
+    return class_argmax(sliding_window_probs(*args, **kwargs), 0).numpy().astype(np.uint8)
 
 
 def default_stride(patch: Shape3) -> Shape3:
-    """patch // 4 per axis: the reference's 16 / 32 / 32 for a 64×128×128 patch."""
+    """The evaluation stride used when a run gives none: a quarter of the patch per axis.
+
+    ``patch // 4`` voxels (at least 1) along (D, H, W): the reference's 16 / 32 / 32 for a
+    64×128×128 patch.
+    """
     return tuple(max(1, p // 4) for p in patch)  # type: ignore[return-value]
 
 
@@ -110,9 +126,13 @@ def predict_case(
     device: torch.device,
     amp: bool = False,
 ) -> np.ndarray:
-    """A whole case's label map with a run's evaluation settings: the dataset's patch, the
-    eval stride (default :func:`default_stride`) and window batch, under CUDA autocast when
-    ``amp`` is set and the device is a GPU."""
+    """A whole case's label map with a run's evaluation settings.
+
+    ``image`` is the case's ``(C, D, H, W)`` (or ``(D, H, W)``) float volume in the
+    training geometry; inference uses the dataset's patch, the eval stride (default
+    :func:`default_stride`) and window batch, under CUDA autocast when ``amp`` is set and
+    the device is a GPU. Returns the label map ``(D, H, W)`` uint8.
+    """
     stride = evaluation.stride or default_stride(dataset.patch_size)
     with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
         return sliding_window_predict(predict, image, dataset.patch_size, stride,
@@ -120,8 +140,11 @@ def predict_case(
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; a device this machine cannot use is a
-    UserError."""
+    """The torch device a ``--device`` value names.
+
+    ``auto`` is CUDA when available, else CPU; ``cpu``, ``cuda``, ``cuda:N`` and ``mps``
+    are taken as given. A device this machine cannot use is a UserError.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():

@@ -55,8 +55,10 @@ def surface_distances(
     """Distances from every border voxel of ``a`` to the nearest border voxel of ``b``.
 
     medpy's definition (border = mask minus its erosion with the given connectivity).
-    ``spacing`` None measures in voxels. Both masks must be non-empty. ``box`` restricts the
-    computation to a region containing both masks (computed when None).
+    ``a`` and ``b`` are masks of the same shape, e.g. ``(D, H, W)``, both non-empty;
+    ``spacing`` is the voxel size per axis in mm (None measures in voxels). ``box``
+    restricts the computation to a region containing both masks (computed when None).
+    Returns a 1-D float64 array, one distance per border voxel of ``a``.
     """
     a = np.asarray(a, dtype=bool)
     b = np.asarray(b, dtype=bool)
@@ -70,7 +72,11 @@ def surface_distances(
 
 
 def dice_fraction(a: np.ndarray, b: np.ndarray) -> float:
-    """2|A∩B| / (|A| + |B|) in [0, 1]; NaN when both are empty."""
+    """Dice overlap of two masks as a fraction.
+
+    ``a`` and ``b`` are boolean masks of the same shape; returns 2|A∩B| / (|A| + |B|) in
+    [0, 1] (not %), NaN when both are empty.
+    """
     sa, sb = int(a.sum()), int(b.sum())
     if sa + sb == 0:
         return math.nan
@@ -85,10 +91,11 @@ def case_metrics(
 ) -> dict[tuple[str, str, int], float]:
     """Metrics of one case for every foreground class under both contracts.
 
-    ``pred`` and ``gt`` are integer label maps of the same shape; returns
-    ``{(contract, metric, class_index): value}`` with metrics ``dice`` and ``asd`` (dhc) and
-    ``dice``, ``asd``, ``hd95`` (rigorous; asd symmetric as medpy's ``assd``: the mean of
-    both directions' distances pooled; distances in mm).
+    ``pred`` and ``gt`` are integer label maps ``(D, H, W)`` of the same shape, values
+    below ``num_classes``; ``spacing`` is the voxel size in mm along (D, H, W). Returns
+    ``{(contract, metric, class_index): value}`` with metrics ``dice`` (%) and ``asd``
+    (voxels, directed) under dhc and ``dice`` (%), ``asd``, ``hd95`` (mm) under rigorous
+    (asd symmetric as medpy's ``assd``: the mean of both directions' distances pooled).
     """
     if pred.shape != gt.shape:
         raise ValueError(f"prediction shape {pred.shape} differs from ground truth {gt.shape}")

@@ -51,10 +51,15 @@ def _case_files(images: Path, channels: int) -> dict[str, list[Path]]:
 def segment_images(method: Method, dspec: DatasetSpec, meta: Mapping[str, Any],
                    evaluation: InferenceSettings, images: Path, out: Path, device: str = "auto",
                    on_case: Callable[[int, int], None] | None = None) -> list[Path]:
-    """Segment every image (file or folder) with ``method``, trained on the dataset of
-    ``dspec`` whose prepared-data ``meta`` (target spacing, channel names, intensity
-    statistics) says how its images were brought into the training geometry; write one
-    ``<case>.nii.gz`` label map per case to ``out`` on the source grid."""
+    """Segment every image (file or folder) with ``method``; write label maps on the source grid.
+
+    ``method`` was trained on the dataset of ``dspec``, whose prepared-data ``meta`` (target
+    spacing, channel names, intensity statistics) says how its images were brought into the
+    training geometry. A case is one NIfTI file per channel (nnU-Net naming
+    ``<case>_0000.nii.gz`` …). Writes one ``<case>.nii.gz`` integer label map per case to
+    ``out``, with the source image's shape and affine, and returns the paths; ``on_case``
+    is called with (cases done, cases in all) after each case.
+    """
     dev = resolve_device(device)
     method.to(dev)
     profile = dspec.profile if dspec.profile in PROFILES else "native"

@@ -29,7 +29,13 @@ def case_rows(
     class_names: Sequence[str],
     spacing: Sequence[float],
 ) -> list[dict[str, object]]:
-    """Tidy rows of one case (every foreground class, both contracts)."""
+    """Tidy rows of one case: every foreground class, both contracts, every metric.
+
+    ``pred`` and ``gt`` are integer label maps ``(D, H, W)`` of the same shape with values
+    below ``len(class_names)``; ``spacing`` is the voxel size in mm along (D, H, W). Each
+    row is a dict with the keys of :data:`COLUMNS` (Dice in %, ASD in voxels under ``dhc``,
+    ASD and HD95 in mm under ``rigorous``).
+    """
     values = case_metrics(pred, gt, len(class_names), spacing)
     return [
         {"case": case_id, "class": class_names[c], "contract": contract, "metric": metric,
@@ -76,8 +82,10 @@ def _nifti_files(path: Path, role: str) -> dict[str, Path]:
 
 
 def read_label_map(path: Path, num_classes: int) -> tuple[np.ndarray, tuple[float, ...]]:
-    """A 3D integer label map and its voxel spacing (mm), both in (z, y, x) order, from a
-    NIfTI file (:func:`dhcbench.datasets.nifti.read_volume`).
+    """A 3D integer label map and its voxel spacing (mm) from a NIfTI file.
+
+    Both are in (z, y, x) order, as :func:`dhcbench.datasets.nifti.read_volume` reads them:
+    the map is ``(D, H, W)`` with values in ``0 .. num_classes - 1``.
 
     Raises UserError naming the file when it is unreadable, not 3D, not integer-valued or
     has values outside ``0 .. num_classes - 1``.
@@ -116,12 +124,20 @@ def evaluate_files(pred: Path, gt: Path, class_names: Sequence[str]) -> pd.DataF
 
 
 def frame(rows: Iterable[dict[str, object]]) -> pd.DataFrame:
-    """Rows -> DataFrame with the tidy columns."""
+    """Tidy rows as a DataFrame with the columns of :data:`COLUMNS`, in that order.
+
+    An empty ``rows`` gives an empty frame that still has the columns.
+    """
     return pd.DataFrame(list(rows), columns=COLUMNS)
 
 
 def aggregate_seeds(results: Sequence[Mapping[str, float]]) -> dict[str, float]:
-    """Mean and population std over seeds of the averaged test metrics (parent run)."""
+    """Mean and population std over seeds of the averaged test metrics (parent run).
+
+    ``results`` are the seeds' metric dicts; for every average (Dice in %, ASD and HD95)
+    the output has ``<key>`` (mean over the seeds that have it) and ``<key>_std`` (ddof 0),
+    plus ``seeds_finished``, the number of seeds.
+    """
     out: dict[str, float] = {}
     keys = ("test/dice_mean", "test/asd_mean", "test/rigorous/dice_mean",
             "test/rigorous/asd_mean", "test/rigorous/hd95_mean")

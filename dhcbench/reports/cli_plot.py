@@ -25,7 +25,11 @@ KINDS = ("weights", "classes", "slices", "curves")
 
 
 def proportions(loaded: LoadedRun, class_names: Sequence[str]) -> dict[str, float]:
-    """Voxel share of every class in the run's labeled set (from its params)."""
+    """Voxel share of every class in the run's labeled set, in [0, 1] and summing to 1.
+
+    Read from the run's ``split.labeled_voxels`` param (one count per class, background
+    first); a run that did not record it is a UserError.
+    """
     raw = loaded.params.get("split.labeled_voxels", "")
     if not raw:
         raise UserError(f"run {loaded.run_id} did not record split.labeled_voxels")
@@ -35,14 +39,22 @@ def proportions(loaded: LoadedRun, class_names: Sequence[str]) -> dict[str, floa
 
 
 def class_names_of(loaded: LoadedRun) -> tuple[str, ...]:
+    """The class names a run recorded in its ``classes`` tag, background first.
+
+    A run without the tag gives ``("",)``.
+    """
     return tuple(loaded.tags.get("classes", "").split(","))
 
 
 def mean_over_seeds(per_run: Mapping[str, Mapping[str, float]]
                     ) -> dict[str, dict[str, float]]:
-    """Per-class values of seed runs named ``…-seedN``, averaged over the seeds of the same
-    method, dataset and ratio (labelled ``name (mean of n seeds)``); a lone run keeps its name.
-    A class missing from some seed runs is averaged over the runs that have it."""
+    """Per-class values of seed runs, averaged over the seeds of one configuration.
+
+    ``per_run`` maps run names (``…-seedN``) to per-class values; the runs of the same
+    method, dataset and ratio become one entry labelled ``name (mean of n seeds)``, a lone
+    run keeps its name. A class missing from some seed runs is averaged over the runs that
+    have it.
+    """
     groups: dict[str, list[tuple[str, Mapping[str, float]]]] = {}
     for name, values in per_run.items():
         groups.setdefault(re.sub(r"-seed\d+$", "", name), []).append((name, values))
@@ -69,7 +81,13 @@ def _save(fig: object, out: Path, stem: str) -> list[Path]:
 def predictions_for_case(tracker: Tracker, runs: Sequence[LoadedRun], case_id: str | None
                          ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], str,
                                     tuple[str, ...]]:
-    """Image, label and each run's prediction of one test case (default: the first)."""
+    """Image, label and each run's prediction of one test case (default: the first).
+
+    The case comes from the first run's prepared dataset and test split. Returns the image
+    ``(D, H, W)`` or ``(C, D, H, W)`` float32, the ground truth ``(D, H, W)`` and, per run
+    name, its predicted label map ``(D, H, W)`` uint8 (CPU inference), then the case id and
+    the class names.
+    """
     dspec, ds = dataset_of(runs[0])
     test_ids = sorted(ds.splits.get("test", [])) or sorted(ds.cases)
     split_ids = runs[0].params.get("split.test_ids", "")
@@ -89,7 +107,12 @@ def predictions_for_case(tracker: Tracker, runs: Sequence[LoadedRun], case_id: s
 
 def plot(tracker: Tracker, kind: str, run_ids: Sequence[str], out: Path,
          case_id: str | None = None, n_slices: int = 3) -> list[Path]:
-    """Render one figure kind for the given seed runs; returns the written files."""
+    """Render one figure kind for the given seed runs; returns the written files.
+
+    ``weights`` and ``curves`` draw one figure per run, ``classes`` one for all runs
+    (seeds of a configuration averaged), ``slices`` one for all runs on ``case_id`` with
+    ``n_slices`` slices. Each figure is saved as PNG and PDF in ``out``.
+    """
     if kind not in KINDS:
         raise UserError(f"unknown figure {kind!r} (valid: {', '.join(KINDS)})")
     if not run_ids:

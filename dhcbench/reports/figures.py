@@ -28,8 +28,11 @@ def weight_trajectories(
     class_names: Sequence[str],
     title: str = "",
 ) -> Figure:
-    """One panel per branch (``history[branch][class] = [(epoch, weight), …]``), one line per
-    class: how each branch's class weights evolve during training (DHC paper, Fig. 4)."""
+    """How each branch's class weights evolve during training (DHC paper, Fig. 4).
+
+    One panel per branch (``history[branch][class] = [(epoch, weight), …]``), one line per
+    class of ``class_names`` that has points, a shared legend on the right.
+    """
     branches = sorted(history)
     fig, axes = plt.subplots(1, max(1, len(branches)), figsize=(5.5 * max(1, len(branches)), 4),
                              squeeze=False, sharey=False)
@@ -55,7 +58,11 @@ def weight_trajectories(
 
 def class_dice_bars(dice: Mapping[str, float], class_names: Sequence[str], title: str = ""
                     ) -> Figure:
-    """Bar chart of per-class test Dice (%) in the class order of the dataset."""
+    """Bar chart of per-class test Dice (%) in the class order of the dataset.
+
+    ``dice`` maps a class name to its Dice in %; classes of ``class_names`` missing from it
+    get no bar.
+    """
     names = [c for c in class_names if c in dice]
     fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * len(names) + 1.5), 3.5))
     colours = _class_colours(len(class_names))
@@ -71,7 +78,11 @@ def class_dice_bars(dice: Mapping[str, float], class_names: Sequence[str], title
 
 
 def organ_colours(class_names: Sequence[str]) -> list:
-    """One fixed colour per class (background transparent), the same in every figure."""
+    """One fixed colour per class, the same in every figure.
+
+    RGBA tuples indexed by class (background first, fully transparent), from the tab20
+    colour map, so label map values index the list directly.
+    """
     colours = _class_colours(len(class_names))
     colours[0] = (0.0, 0.0, 0.0, 0.0)
     return colours
@@ -79,7 +90,11 @@ def organ_colours(class_names: Sequence[str]) -> list:
 
 def training_curves(history: Mapping[str, Sequence[tuple[int, float]]], title: str = ""
                     ) -> Figure:
-    """Losses, λ, learning rate and eval Dice against epoch (four panels)."""
+    """Four panels against epoch: losses, λ, learning rate and eval Dice (%).
+
+    ``history`` maps a metric key (``train/loss``, ``train/lambda``, ``train/lr``,
+    ``eval/dice_mean`` …) to its ``(epoch, value)`` points; missing keys are left out.
+    """
     panels = (
         ("losses", ("train/loss", "train/loss_sup", "train/loss_unsup")),
         ("unsupervised weight λ", ("train/lambda",)),
@@ -110,9 +125,13 @@ def dice_vs_proportion(
     class_names: Sequence[str],
     title: str = "",
 ) -> Figure:
-    """Per-class Dice against the class's voxel proportion (log scale) and against its rank
-    (DHC paper, Fig. 1), one marker series per method or run. Up to 20 series keep distinct
-    colours; beyond 6 the legend moves below the plots."""
+    """Per-class Dice against class frequency (DHC paper, Fig. 1).
+
+    Two panels: Dice (%) against the class's voxel proportion (log scale) and against its
+    rank, one marker series per method or run (``results[series][class]`` = Dice in %;
+    ``proportions[class]`` = voxel share in [0, 1]). Up to 20 series keep distinct colours;
+    beyond 6 the legend moves below the plots.
+    """
     classes = [c for c in class_names if c != "background" and c in proportions]
     order = sorted(classes, key=lambda c: -proportions[c])
     many = len(results) > 6
@@ -163,9 +182,13 @@ def slice_comparison(
     n_slices: int = 3,
     title: str = "",
 ) -> Figure:
-    """Rows of axial slices: image, ground truth and each method's prediction, with one
-    fixed colour per organ and a legend (DHC paper, Fig. 5). Slices are spread over the
-    ground truth's foreground extent."""
+    """Rows of axial slices: image, ground truth and each method's prediction (DHC Fig. 5).
+
+    ``image`` is ``(D, H, W)`` or ``(C, D, H, W)`` (the first channel is shown), ``label``
+    and every prediction integer label maps ``(D, H, W)``. Each organ has one fixed colour
+    (:func:`organ_colours`) and the legend lists the classes present. ``n_slices`` slices
+    along D are spread over the ground truth's foreground extent.
+    """
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 

@@ -1,5 +1,6 @@
-"""The DHC paper's published numbers (package data ``paper-results.csv``), for side-by-side
-tables.
+"""The DHC paper's published numbers, for side-by-side tables.
+
+They come from the package data ``paper-results.csv``.
 
 Rows are looked up by (dataset, labeled percent, method key). The per-class Dice values of
 37 rows were lost when the tables were extracted (``per_class_complete=false``): those rows
@@ -26,7 +27,11 @@ PAPER_PREFERENCE = ("main-table-1", "main-table-2", "supp-table-1", "supp-table-
 
 @dataclass(frozen=True)
 class PaperRow:
-    """One published row: averages (with std where printed) and per-class Dice by class name."""
+    """One published row: averages (with std where printed) and per-class Dice by class name.
+
+    Dice values are in %, ASD as the paper prints it (the dhc contract's voxel units); a
+    std the paper does not print is NaN. ``source`` names the paper's table the row comes from.
+    """
 
     source: str
     method: str
@@ -39,7 +44,10 @@ class PaperRow:
 
 @lru_cache(maxsize=1)
 def paper_results() -> pd.DataFrame:
-    """The transcribed tables as a DataFrame (numbers as floats; empty cells NaN)."""
+    """The transcribed tables as a DataFrame (numbers as floats; empty cells NaN).
+
+    One row per (table, dataset, labeled percent, method); read once and cached.
+    """
     path = resources.files("dhcbench.data").joinpath("paper-results.csv")
     with path.open() as fh:
         return pd.read_csv(fh)
@@ -53,7 +61,12 @@ def _num(value: object) -> float:
 
 
 def paper_row(dataset: str, ratio: float, method: str) -> PaperRow | None:
-    """The published row for ``method`` on ``dataset`` at ``ratio`` (a fraction), if any."""
+    """The published row for ``method`` on ``dataset`` at ``ratio`` (a fraction), if any.
+
+    ``method`` is our method key (mapped through :data:`PAPER_KEYS`); when several of the
+    paper's tables have the row, the first in :data:`PAPER_PREFERENCE` wins. Per-class
+    values are filled only for rows whose extraction is complete.
+    """
     df = paper_results()
     key = PAPER_KEYS.get(method, method)
     percent = round(ratio * 100, 6)

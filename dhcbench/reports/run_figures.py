@@ -1,6 +1,8 @@
-"""The figures every seed run logs to MLflow, as a hook of the runner
-(:data:`dhcbench.benchmark.runner.SeedHook`): the command line passes
-:func:`log_run_figures` to the runs, sweeps and studies it starts."""
+"""The figures every seed run logs to MLflow, as a hook of the runner.
+
+The hook is a :data:`dhcbench.benchmark.runner.SeedHook`: the command line passes
+:func:`log_run_figures` to the runs, sweeps and studies it starts.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +18,11 @@ from dhcbench.reports.figures import (
 
 
 def log_run_figures(seed: SeedReport) -> None:
-    """A finished seed's figures as PNG artifacts of its run under ``figures/``: class-weight
-    trajectories, training curves, per-class test Dice (bars, and against class frequency)
-    and slices of the first test case."""
+    """Log a finished seed's figures as PNG artifacts of its run under ``figures/``.
+
+    Class-weight trajectories (when the method logged weights), training curves, per-class
+    test Dice (bars, and against class frequency) and slices of the first test case.
+    """
     tracker, run_id, spec, plan = seed.tracker, seed.run_id, seed.spec, seed.plan
     metrics = seed.metrics
     dspec = plan.dataset_spec

@@ -26,6 +26,12 @@ from dhcbench.methods.base import Method
 
 @dataclass
 class LoadedRun:
+    """A finished seed run read back from MLflow.
+
+    Its id, the run spec it was trained with (from its ``spec.yaml`` artifact), its tags
+    and params as strings, and its display name.
+    """
+
     run_id: str
     spec: RunSpec
     tags: dict[str, str]
@@ -34,7 +40,11 @@ class LoadedRun:
 
 
 def load_run(tracker: Tracker, run_id: str) -> LoadedRun:
-    """A seed run's spec and metadata; parent runs and unknown ids are refused."""
+    """A seed run's spec and metadata.
+
+    Unknown ids, parent runs (the error lists their seed runs) and runs not made by
+    dhcbench are UserErrors.
+    """
     try:
         run = tracker.get(run_id)
     except Exception as exc:  # MLflow raises its own exception types
@@ -54,7 +64,11 @@ def load_run(tracker: Tracker, run_id: str) -> LoadedRun:
 
 
 def dataset_of(loaded: LoadedRun) -> tuple[DatasetSpec, PreparedDataset]:
-    """The run's dataset spec and prepared data (must still be prepared on this machine)."""
+    """The run's dataset spec and prepared data.
+
+    Built from the run spec's data section; the dataset must still be prepared on this
+    machine, under the data root the spec names (or the default one).
+    """
     spec = loaded.spec
     source = DATASETS.get(spec.data.name)
     root = data_root(spec.data.root)
@@ -63,7 +77,12 @@ def dataset_of(loaded: LoadedRun) -> tuple[DatasetSpec, PreparedDataset]:
 
 
 def best_method(tracker: Tracker, loaded: LoadedRun, dspec: DatasetSpec) -> Method:
-    """The run's method with its best-on-eval weights, in eval mode, on the CPU."""
+    """The run's method with its best-on-eval weights, in eval mode, on the CPU.
+
+    The checkpoint is read from the run's checkpoint folder when it is still on this
+    machine, else downloaded from the run's ``checkpoint/best.pt`` artifact; having
+    neither is a UserError.
+    """
     spec = loaded.spec
     method = METHODS.get(spec.method.name).build(
         num_classes=dspec.num_classes, in_channels=dspec.channels,

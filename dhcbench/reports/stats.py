@@ -19,6 +19,13 @@ from scipy import stats
 
 @dataclass(frozen=True)
 class PairedResult:
+    """A method compared with a baseline over their common (seed, case) pairs.
+
+    Differences are method minus baseline in Dice %: their mean with a bootstrap 95 %
+    interval, and the Wilcoxon signed-rank statistic with its two-sided p-value (all NaN
+    when there are no pairs).
+    """
+
     n_pairs: int
     mean_diff: float
     ci_low: float
@@ -27,20 +34,34 @@ class PairedResult:
     p_value: float
 
     def as_dict(self) -> dict[str, float]:
+        """The result as the extra CSV columns of the table.
+
+        Keys: pairs, mean_diff, ci95_low, ci95_high, wilcoxon_stat, wilcoxon_p.
+        """
         return {"pairs": self.n_pairs, "mean_diff": self.mean_diff, "ci95_low": self.ci_low,
                 "ci95_high": self.ci_high, "wilcoxon_stat": self.wilcoxon_stat,
                 "wilcoxon_p": self.p_value}
 
 
 def case_means(rows: pd.DataFrame, contract: str = "dhc") -> pd.Series:
-    """Mean Dice over classes per (seed, case) from tidy rows with a ``seed`` column."""
+    """Mean Dice (%) over classes per (seed, case).
+
+    ``rows`` are tidy evaluation rows (:data:`dhcbench.evaluation.scoring.COLUMNS`) with an
+    added ``seed`` column; only ``contract``'s Dice rows count, NaN values skipped. Returns
+    a Series indexed by (seed, case).
+    """
     dice = rows[(rows.contract == contract) & (rows.metric == "dice")]
     return dice.groupby(["seed", "case"])["value"].mean()
 
 
 def paired_test(method: pd.Series, baseline: pd.Series, n_boot: int = 10_000, seed: int = 0
                 ) -> PairedResult:
-    """Compare two (seed, case)-indexed series of case means on their common pairs."""
+    """Compare two (seed, case)-indexed series of case means on their common pairs.
+
+    Pairs missing on either side or NaN are dropped. The bootstrap draws ``n_boot``
+    resamples of the pairs with a generator seeded by ``seed``; all-zero differences give
+    statistic 0 and p 1 (the signed-rank test has no ranks to use).
+    """
     joined = pd.concat([method.rename("m"), baseline.rename("b")], axis=1, join="inner")
     joined = joined.dropna()
     diff = (joined["m"] - joined["b"]).to_numpy(float)
