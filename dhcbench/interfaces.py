@@ -23,7 +23,21 @@ class Batch:
     label_l: torch.Tensor
     image_u: torch.Tensor
 
+    @property
+    def n_l(self) -> int:
+        """How many labeled patches come first in :meth:`images` (B_l)."""
+        return self.image_l.shape[0]
+
+    def images(self) -> torch.Tensor:
+        """The labeled then the unlabeled patches, ``(B_l + B_u, C, D, H, W)`` float.
+
+        What every learner sees in one step (reference §7: one forward pass over both,
+        no perturbation); its first :attr:`n_l` samples are the labeled ones.
+        """
+        return torch.cat([self.image_l, self.image_u])
+
     def to(self, device: torch.device) -> Batch:
+        """A copy with the three tensors on ``device`` (copied without blocking)."""
         return Batch(
             self.image_l.to(device, non_blocking=True),
             self.label_l.to(device, non_blocking=True),

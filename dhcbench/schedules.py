@@ -24,8 +24,10 @@ def poly_lr(base_lr: float, epoch: int, max_epochs: int, power: float = 0.9) -> 
 
 
 def sigmoid_rampup(t: float, length: float) -> float:
-    """``exp(-5 (1 - clip(t, 0, T) / T) ** 2)`` (Laine & Aila; the reference's 'Gaussian'
-    ramp-up); 1 when ``length`` is 0."""
+    """The reference's 'Gaussian' ramp-up (Laine & Aila) at time ``t`` of ``length``.
+
+    ``exp(-5 (1 - clip(t, 0, T) / T) ** 2)`` with T = ``length``; 1 when ``length`` is 0.
+    """
     if length <= 0:
         return 1.0
     phase = 1.0 - min(max(t, 0.0), length) / length

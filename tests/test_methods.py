@@ -10,7 +10,13 @@ import torch
 
 from dhcbench.errors import UserError
 from dhcbench.methods import METHODS
-from dhcbench.methods.base import Batch, SetupContext, StepContext
+from dhcbench.methods.base import (
+    Batch,
+    SetupContext,
+    StepContext,
+    one_line,
+    semi_supervised_output,
+)
 
 K = 14
 CTX = SetupContext(num_unlabeled=16, iterations_per_epoch=2)
@@ -179,3 +185,31 @@ def test_paper_variant_uses_the_papers_losses_and_reference_the_codes() -> None:
     mixed = METHODS.get("dhc").build(num_classes=K, in_channels=1, base_filters=4,
                                      variant="paper", kwargs={"sup_loss": "w_ce+dice"})
     assert (mixed.sup_loss, mixed.unsup_loss) == ("w_ce+dice", "ce+dice")
+
+
+def test_batch_images_put_the_labeled_patches_first() -> None:
+    batch = tiny_batch()
+    x = batch.images()
+    assert batch.n_l == 2 and x.shape == (4, 1, 16, 16, 32)
+    assert torch.equal(x[:2], batch.image_l) and torch.equal(x[2:], batch.image_u)
+
+
+def test_semi_supervised_output_weighs_the_unsupervised_term_and_logs_detached_terms() -> None:
+    sup = torch.tensor(2.0, requires_grad=True)
+    unsup = torch.tensor(3.0, requires_grad=True)
+    extra = torch.tensor(5.0, requires_grad=True)
+    out = semi_supervised_output(sup, unsup, StepContext(0, 0, 0.5, 10, 0.01), loss_x=extra)
+    assert out.loss.item() == 3.5 and out.loss.requires_grad
+    assert list(out.scalars) == ["loss_sup", "loss_unsup", "loss_x"]
+    assert [v.item() for v in out.scalars.values()] == [2.0, 3.0, 5.0]
+    assert not any(v.requires_grad for v in out.scalars.values()) and out.vectors == {}
+
+
+def test_registry_prose_is_stored_on_one_line() -> None:
+    assert one_line("""
+        Two lines of
+          wrapped  prose.
+    """) == "Two lines of wrapped prose."
+    for key, info in METHODS.items():
+        for text in (info.paper, info.description):
+            assert text == one_line(text), key

@@ -155,3 +155,24 @@ def test_initialiser_registry() -> None:
     before = [p.detach().clone() for p in net.parameters()]
     assert INITIALISERS["default"](net) is net
     assert all(torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
+
+
+def test_stages_keep_the_reference_names_order_and_widths() -> None:
+    # The stages are built in a loop; names and order (which fix the state dict and what a
+    # seeded initialisation draws) must stay the reference's.
+    f = 4
+    net = VNet(3, 5, f)
+    names = [name for name, _ in net.named_children()]
+    assert names == ["enc1", "down1", "enc2", "down2", "enc3", "down3", "enc4", "down4", "enc5",
+                     "up5", "dec6", "up6", "dec7", "up7", "dec8", "up8", "dec9", "head",
+                     "dropout"]
+    convs = {name: [m for m in getattr(net, name).modules() if isinstance(m, nn.Conv3d)]
+             for name in names if name.startswith(("enc", "dec"))}
+    assert [len(convs[f"enc{i}"]) for i in range(1, 6)] == [1, 2, 3, 3, 3]
+    assert [len(convs[f"dec{i}"]) for i in range(6, 10)] == [3, 3, 2, 1]
+    assert convs["enc1"][0].in_channels == 3
+    assert [convs[f"enc{i}"][-1].out_channels for i in range(1, 6)] == [f, 2 * f, 4 * f, 8 * f,
+                                                                         16 * f]
+    assert [convs[f"dec{i}"][-1].out_channels for i in range(6, 10)] == [8 * f, 4 * f, 2 * f, f]
+    assert [net.get_submodule(f"up{i}.0").in_channels for i in range(5, 9)] == [
+        16 * f, 8 * f, 4 * f, 2 * f]

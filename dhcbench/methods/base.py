@@ -30,9 +30,11 @@ __all__ = ["METHODS", "Batch", "Method", "MethodInfo", "SetupContext", "StepCont
 class Method:
     """Base class of every method. Subclasses set ``self.networks`` in ``__init__``.
 
-    ``frozen_by_design`` lists parameter-name prefixes (``<network>.<parameter>``) that never
-    receive a gradient in this variant (a documented quirk of the reference, e.g. DST's pseudo
-    head); ``sometimes_without_gradient`` those whose gradient depends on the batch (SS-Net's
+    Images are ``(B, C, D, H, W)`` float, labels ``(B, D, H, W)`` int64 and logits
+    ``(B, K, D, H, W)`` float, with K counting the background. ``frozen_by_design`` lists
+    parameter-name prefixes (``<network>.<parameter>``) that never receive a gradient in this
+    variant (a documented quirk of the reference, e.g. DST's pseudo head);
+    ``sometimes_without_gradient`` those whose gradient depends on the batch (SS-Net's
     per-class selectors get one only when their class has memory and features).
     """
 
@@ -44,20 +46,37 @@ class Method:
 
     # -- lifecycle -------------------------------------------------------------------------
     def setup(self, labeled_counts: torch.Tensor, context: SetupContext | None = None) -> None:
-        """Called once before training with the labeled ground truth's class counts (K,)."""
+        """Prepare for training; called once, before the first step.
+
+        Args:
+            labeled_counts: (K,) int64 voxel counts per class of the labeled ground truth.
+            context: the run's sizes (unlabeled cases, iterations per epoch).
+        """
 
     def to(self, device: torch.device) -> Method:
+        """Move the networks (and any state a subclass keeps) to ``device``; returns self."""
         self.networks.to(device)
         return self
 
     def train(self, mode: bool = True) -> None:
+        """Put every network in train mode (``mode=False``: eval mode)."""
         self.networks.train(mode)
 
     def eval(self) -> None:
+        """Put every network in eval mode."""
         self.train(False)
 
     # -- steps -----------------------------------------------------------------------------
     def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
+        """One training step's loss, to back-propagate, and what to log.
+
+        Args:
+            batch: the labeled and unlabeled patches of this step.
+            ctx: the schedule values (epoch, iteration, λ_t, learning rate).
+
+        Returns:
+            The scalar loss (0-d float, with gradient) and detached scalars and (K,) vectors.
+        """
         raise NotImplementedError
 
     def after_optimizer_step(self, ctx: StepContext) -> None:
@@ -77,12 +96,15 @@ class Method:
         return {}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`extra_state` returned."""
         del state
 
     def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs: ``{"networks": ..., "extra": extra_state()}``."""
         return {"networks": self.networks.state_dict(), "extra": self.extra_state()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (``extra`` may be missing)."""
         self.networks.load_state_dict(state["networks"])
         self.load_extra_state(dict(state.get("extra", {})))
 
@@ -164,15 +186,56 @@ BUILD_ARGS = ("num_classes", "in_channels", "base_filters", "variant")
 
 def register_method(key: str, factory: Callable[..., Method] | None = None, *,
                     aliases: tuple[str, ...] = (), **fields: Any) -> Any:
-    """Register a method under ``key``: ``register_method(key, factory, title=…, …)``, or as
-    a decorator of the factory (``@register_method(key, title=…, …)``). ``fields`` are the
-    other :class:`MethodInfo` fields; the defaults come from the factory's signature."""
+    """Register a method under ``key`` in :data:`METHODS`.
+
+    Either ``register_method(key, factory, title=…, …)``, or as a decorator of the factory
+    (``@register_method(key, title=…, …)``). ``fields`` are the other :class:`MethodInfo`
+    fields; the defaults come from the factory's signature.
+    """
 
     def add(func: Callable[..., Method]) -> Callable[..., Method]:
         METHODS.add(key, MethodInfo(key=key, factory=func, **fields), aliases=aliases)
         return func
 
     return add if factory is None else add(factory)
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: each run of white space (line breaks, indentation) one space.
+
+    The registry's prose (papers, descriptions) is written as wrapped triple-quoted
+    paragraphs and stored and shown as one line.
+    """
+    return " ".join(text.split())
+
+
+def semi_supervised_output(sup: torch.Tensor, unsup: torch.Tensor, ctx: StepContext,
+                           **extra: torch.Tensor) -> StepOutput:
+    """The step's objective ``sup + λ_t · unsup`` with its terms logged.
+
+    Args:
+        sup: 0-d float supervised loss.
+        unsup: 0-d float unsupervised loss, weighted by ``ctx.unsup_weight`` (λ_t).
+        ctx: the step's schedule values.
+        **extra: more 0-d terms to log after ``loss_sup`` and ``loss_unsup``.
+
+    Returns:
+        The loss, and the detached terms as scalars.
+    """
+    loss = sup + ctx.unsup_weight * unsup
+    scalars = {"loss_sup": sup.detach(), "loss_unsup": unsup.detach()}
+    scalars.update({name: value.detach() for name, value in extra.items()})
+    return StepOutput(loss=loss, scalars=scalars)
+
+
+def register_semi_supervised(key: str, factory: Callable[..., Method] | None = None,
+                             **fields: Any) -> Any:
+    """:func:`register_method` for a semi-supervised method.
+
+    Its search space is the learning rate and λ (:data:`LR_LAMBDA_SPACE`) unless
+    ``search_space`` is among ``fields``; used like :func:`register_method`.
+    """
+    return register_method(key, factory, **{"search_space": LR_LAMBDA_SPACE, **fields})
 
 
 def keyword_defaults(func: Callable[..., Any], skip: tuple[str, ...]) -> dict[str, Any]:

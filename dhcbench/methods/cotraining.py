@@ -21,13 +21,8 @@ from typing import Any
 
 import torch
 
-from dhcbench.methods.base import (
-    Batch,
-    Method,
-    SetupContext,
-    StepContext,
-    StepOutput,
-)
+from dhcbench.interfaces import Batch, SetupContext, StepContext, StepOutput
+from dhcbench.methods.base import Method, semi_supervised_output
 from dhcbench.methods.losses import ce_plus_dice, masked_ce, negative_dice, weighted_ce
 from dhcbench.methods.networks import INITIALISERS, VNet
 from dhcbench.methods.pseudo import PSEUDO_LABELERS, TOPOLOGIES, PseudoInput, PseudoTargets
@@ -39,9 +34,11 @@ UNSUP_LOSSES = ("wce", "ce+dice")
 
 @dataclass(frozen=True)
 class Branch:
-    """One learner: its weighting strategy (a WEIGHTINGS key, with keyword arguments; None:
-    no strategy, unweighted losses) and the initialisation of its V-Net (``kaiming``,
-    ``xavier`` or ``default``)."""
+    """One learner: its weighting strategy and the initialisation of its V-Net.
+
+    ``weighting`` is a WEIGHTINGS key, with keyword arguments ``weighting_kwargs`` (None: no
+    strategy, unweighted losses); ``init`` is ``kaiming``, ``xavier`` or ``default``.
+    """
 
     weighting: str | None
     init: str = "kaiming"
@@ -50,9 +47,18 @@ class Branch:
 
 def supervised_loss(name: str, logits: torch.Tensor, labels: torch.Tensor,
                     weight: torch.Tensor | None) -> torch.Tensor:
-    """``w_ce+dice``: weighted CE + weighted negative soft Dice (the reference's default);
+    """The supervised loss ``name`` (0-d float32) of logits on their labels.
+
+    ``w_ce+dice``: weighted CE + weighted negative soft Dice (the reference's default);
     ``wce``: weighted CE only (the DHC paper's Eq. 1); ``(ce+dice)/2``: UA-MT's, the mean of
-    the two with Dice smooth 1e-8."""
+    the two with Dice smooth 1e-8.
+
+    Args:
+        name: one of :data:`SUP_LOSSES`.
+        logits: (B_l, K, D, H, W) float logits of the labeled patches.
+        labels: (B_l, D, H, W) int64 ground truth.
+        weight: (K,) float class weights, or None (unweighted).
+    """
     if name == "w_ce+dice":
         return ce_plus_dice(logits, labels, weight)
     if name == "(ce+dice)/2":
@@ -62,8 +68,10 @@ def supervised_loss(name: str, logits: torch.Tensor, labels: torch.Tensor,
 
 
 def unsupervised_loss(name: str, logits: torch.Tensor, targets: PseudoTargets) -> torch.Tensor:
-    """How a learner learns its :class:`PseudoTargets`: its logits (samples ``start:``),
-    times ``logit_scale`` and plus ``logit_shift`` where given, against
+    """How a learner learns its :class:`PseudoTargets`; a 0-d float32 loss.
+
+    Its logits (B, K, D, H, W) (samples ``start:``), times ``logit_scale`` and plus
+    ``logit_shift`` where given, against
 
     - ``soft`` targets: the squared softmax difference on the voxels of ``mask``, summed
       over classes and voxels and divided by ``2 Σ mask`` (UA-MT's consistency);
@@ -93,14 +101,15 @@ def unsupervised_loss(name: str, logits: torch.Tensor, targets: PseudoTargets) -
 
 
 class CoTraining(Method):
-    """The learners of a topology trained together on one step, with per-learner weights
-    and the pseudo-labeler's targets.
+    """The learners of a topology trained together on one step.
 
-    Per step (reference §7): z^k = net_k(x) for x = labeled ⊕ unlabeled and each learner k
-    (``a`` and ``b``, or the ``student``); weights W^k from each learner's strategy (before
-    the losses, without gradient); the labeler's targets T^k (without gradient);
-    ``L = Σ_k sup(z^k_l, y; W^k) + λ_t · Σ_k unsup(z^k, T^k)`` (:func:`unsupervised_loss`;
-    for CPS/DHC: ``unsup(z^A, argmax z^B; W^A) + unsup(z^B, argmax z^A; W^B)``).
+    Each learner has its own class weights and the pseudo-labeler's targets. Per step
+    (reference §7): logits z^k = net_k(x), (B, K, D, H, W), for x = labeled ⊕ unlabeled and
+    each learner k (``a`` and ``b``, or the ``student``); weights W^k (K,) from each
+    learner's strategy (before the losses, without gradient); the labeler's targets T^k
+    (without gradient); ``L = Σ_k sup(z^k_l, y; W^k) + λ_t · Σ_k unsup(z^k, T^k)``
+    (:func:`unsupervised_loss`; for CPS/DHC: ``unsup(z^A, argmax z^B; W^A) + unsup(z^B,
+    argmax z^A; W^B)``).
 
     ``cross``: ``branch_a`` and ``branch_b``; prediction averages the two branches' logits
     (§10). ``mean_teacher``: ``branch_a`` is the student's; the teacher is a second V-Net
@@ -167,11 +176,13 @@ class CoTraining(Method):
                              f" topology, not {topology!r}")
 
     def setup(self, labeled_counts: torch.Tensor, context: SetupContext | None = None) -> None:
+        """Reset every weighting strategy from ``labeled_counts`` (K,); set up the labeler."""
         for strategy in self.strategies.values():
             strategy.reset(labeled_counts)
         self.pseudo.setup(labeled_counts, context or SetupContext())
 
     def to(self, device: torch.device) -> CoTraining:
+        """Move the networks, the strategies' and the labeler's state."""
         super().to(device)
         for strategy in self.strategies.values():
             strategy.to(device)
@@ -179,12 +190,17 @@ class CoTraining(Method):
         return self
 
     def optimized_networks(self) -> dict[str, torch.nn.Module]:
+        """The learners (``a`` and ``b``, or ``student``): never the EMA teacher."""
         return {key: self.networks[key] for key in self.learners}
 
     def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
-        n_l = batch.image_l.shape[0]
-        x = torch.cat([batch.image_l, batch.image_u])
-        y = batch.label_l
+        """Forward every learner on labeled ⊕ unlabeled, then weigh, pseudo-label and sum.
+
+        The loss is ``L`` of the class docstring. Logs ``loss_sup`` and ``loss_unsup``, each
+        learner's weights as ``weight_<key>`` (K,) and the labeler's own logs.
+        """
+        n_l, y = batch.n_l, batch.label_l
+        x = batch.images()
         logits = {key: self.networks[key](x) for key in self.learners}
         with torch.no_grad():
             weights = {
@@ -203,13 +219,13 @@ class CoTraining(Method):
         unsup: torch.Tensor = sum(  # type: ignore[assignment]
             unsupervised_loss(self.unsup_loss, z, targets[k]) for k, z in logits.items()
         )
-        loss = sup + ctx.unsup_weight * unsup
-        scalars = {"loss_sup": sup.detach(), "loss_unsup": unsup.detach()}
-        vectors = {f"weight_{k}": w.detach() for k, w in weights.items() if w is not None}
+        out = semi_supervised_output(sup, unsup, ctx)
+        out.vectors.update({f"weight_{k}": w.detach() for k, w in weights.items()
+                            if w is not None})
         for t in targets.values():  # the labeler's own logs (a sampling rate, a fraction)
             for name, value in t.logs.items():
-                (vectors if value.ndim else scalars)[name] = value
-        return StepOutput(loss=loss, scalars=scalars, vectors=vectors)
+                (out.vectors if value.ndim else out.scalars)[name] = value
+        return out
 
     def ema_decay(self, ctx: StepContext) -> float:
         """The teacher's α for this step: from the epoch (reference) or the global step."""
@@ -218,6 +234,7 @@ class CoTraining(Method):
 
     @torch.no_grad()
     def after_optimizer_step(self, ctx: StepContext) -> None:
+        """Mean teacher: move the teacher's parameters towards the student's (EMA)."""
         if self.topology != "mean_teacher":
             return
         alpha = self.ema_decay(ctx)
@@ -227,15 +244,18 @@ class CoTraining(Method):
 
     @torch.no_grad()
     def predict(self, image: torch.Tensor) -> torch.Tensor:
+        """The student's logits, or the mean of the two branches' (B, K, D, H, W)."""
         if self.topology == "mean_teacher":
             return self.networks["student"](image)
         return (self.networks["a"](image) + self.networks["b"](image)) / 2.0
 
     def extra_state(self) -> dict[str, Any]:
+        """The weighting strategies' and the pseudo-labeler's state."""
         return {"strategies": {key: s.state_dict() for key, s in self.strategies.items()},
                 "pseudo": self.pseudo.state_dict()}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore the strategies' and the labeler's state (also from older checkpoints)."""
         for key, s in self.strategies.items():
             s.load_state_dict(state["strategies"][key])
         # Checkpoints of the former mean-teacher classes kept the labeler's state at the top.

@@ -16,10 +16,12 @@ def weighted_ce(
 ) -> torch.Tensor:
     """Class-weighted cross-entropy, weighted mean over voxels (torch's ``weight=`` semantics).
 
-    Returns ``sum_i w[y_i] * ce_i / sum_i w[y_i]``; a global scaling of ``weight`` cancels (the
-    reference's ×K scaling therefore leaves this term unchanged). When every target voxel
-    has weight 0 (DistDW gives background weight exactly 0, so an all-background batch does
-    this) the reference produces 0/0 = NaN and AMP skips the step; here the term is 0.
+    ``logits`` (B, K, D, H, W) float, ``target`` (B, D, H, W) int64, ``weight`` (K,) float or
+    None (unweighted). Returns the 0-d float32 ``sum_i w[y_i] * ce_i / sum_i w[y_i]``; a
+    global scaling of ``weight`` cancels (the reference's ×K scaling therefore leaves this
+    term unchanged). When every target voxel has weight 0 (DistDW gives background weight
+    exactly 0, so an all-background batch does this) the reference produces 0/0 = NaN and
+    AMP skips the step; here the term is 0.
     """
     if weight is None:
         return F.cross_entropy(logits.float(), target)
@@ -37,7 +39,8 @@ def masked_ce(
     """Per-voxel CE × optional class weight × optional voxel mask, mean over *all* voxels.
 
     The reference's ``WeightedCrossEntropyLoss``: the mean is not normalised by the mask sum.
-    ``mask`` is ``(B, D, H, W)`` float or bool.
+    ``logits`` (B, K, D, H, W) float, ``target`` (B, D, H, W) int64, ``mask`` ``(B, D, H, W)``
+    float or bool, ``weight`` (K,) float; returns a 0-d float32 tensor.
     """
     ce = F.cross_entropy(logits.float(), target, reduction="none")
     if weight is not None:
@@ -53,7 +56,8 @@ def soft_dice_per_class(
     """Batch soft Dice per class (K,): ``(2tp + s) / (2tp + fp + fn + s + 1e-8)``.
 
     tp, fp and fn are summed over the batch and all spatial axes (the reference's
-    ``batch_dice=True``). ``probs`` and ``onehot`` are ``(B, K, D, H, W)``.
+    ``batch_dice=True``). ``probs`` and ``onehot`` are ``(B, K, D, H, W)``; returns (K,)
+    float32.
     """
     axes = [0, *range(2, probs.ndim)]
     probs = probs.float()
@@ -67,7 +71,8 @@ def soft_dice_per_class(
 def class_argmax(scores: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """Index of the largest score along the class axis (first one on ties), long.
 
-    Same result as ``scores.argmax(dim)``; ``torch.max(...).indices`` is several times faster
+    ``(B, K, D, H, W)`` scores give ``(B, D, H, W)`` int64 labels (any axis ``dim``). Same
+    result as ``scores.argmax(dim)``; ``torch.max(...).indices`` is several times faster
     on CPU for a reduction over a non-innermost axis of 5D tensors.
     """
     return torch.max(scores, dim).indices
@@ -87,9 +92,10 @@ def negative_dice(
 ) -> torch.Tensor:
     """The reference's training Dice term: ``-mean_k(w_k * DSC_k)``, a *negative* Dice.
 
-    Softmax over ``logits``; foreground classes only unless ``include_background``; the
-    weights multiply the foreground DSCs (``w[1:]``), as the reference implements it. Its
-    range is ``[-max(w), 0]``, so the reference's ×K weight scaling scales this term ×K.
+    Softmax over ``logits`` (B, K, D, H, W) float, against ``target`` (B, D, H, W) int64;
+    foreground classes only unless ``include_background``; the weights (K,) multiply the
+    foreground DSCs (``w[1:]``), as the reference implements it. Returns a 0-d float32 in
+    ``[-max(w), 0]``, so the reference's ×K weight scaling scales this term ×K.
     """
     k = logits.shape[1]
     dsc = soft_dice_per_class(torch.softmax(logits.float(), 1), one_hot(target, k), smooth)
@@ -109,6 +115,7 @@ def ce_plus_dice(
 
     The reference's ``DC_and_CE_loss`` with ``w_ce = w_dc = weight`` (``--sup_loss
     w_ce+dice``, reference §6, §12 item 1): both terms with factor 1, summed; Dice smooth 1.
+    Shapes as :func:`weighted_ce`; returns a 0-d float32 tensor.
     """
     return weighted_ce(logits, target, weight) + negative_dice(logits, target, weight)
 
@@ -120,7 +127,8 @@ def hard_dice_per_class(
 
     What DiffDW measures (reference §7.2 step 1) and the in-training validation uses:
     one-hot argmax against one-hot labels, smooth 1e-8, so a class empty in both prediction
-    and labels scores 0.5.
+    and labels scores 0.5. ``logits`` (B, K, D, H, W), ``target`` (B, D, H, W) int64;
+    returns (K,) float32.
     """
     k = logits.shape[1]
     pred = class_argmax(logits).reshape(-1)

@@ -26,26 +26,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dhcbench.methods.base import (
-    LR_LAMBDA_SPACE,
-    Batch,
-    Method,
-    StepContext,
-    StepOutput,
-    register_method,
-)
+from dhcbench.interfaces import Batch, StepContext, StepOutput
+from dhcbench.methods.base import Method, one_line, register_semi_supervised, semi_supervised_output
 from dhcbench.methods.losses import class_argmax, negative_dice, soft_dice_per_class
-from dhcbench.methods.networks import SSNetHeads, VNet
+from dhcbench.methods.networks import VNet
 
 
 def dice_distance(probs: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
-    """Negative soft Dice between two probability maps, background included, smooth 1e-8."""
+    """Negative soft Dice between two (B, K, D, H, W) probability maps, 0-d float32.
+
+    Background included, smooth 1e-8: LDS's distance between predictions.
+    """
     return -soft_dice_per_class(probs, target_probs, smooth=1e-8).mean()
 
 
 @contextlib.contextmanager
 def frozen_bn_stats(module: nn.Module) -> Iterator[None]:
-    """Batch statistics still normalise, but running statistics are not updated."""
+    """Keep ``module``'s BatchNorm running statistics unchanged inside the block.
+
+    Batch statistics still normalise; the momentum is 0 meanwhile and restored after.
+    """
     bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [m.momentum for m in bns]
     for m in bns:
@@ -62,6 +62,45 @@ def _l2_normalise(d: torch.Tensor) -> torch.Tensor:
     return (flat / (flat.norm(dim=1, keepdim=True) + 1e-8)).reshape(d.shape)
 
 
+class SSNetHeads(nn.Module):
+    """SS-Net's heads on the V-Net's last decoder feature (reference §4.1, VNet4SSNet).
+
+    Projection and prediction MLPs (F -> 64 -> 64) and, per class, two selector MLPs
+    (64 -> 64 -> 1) that weigh features and memory entries. They act on voxel feature
+    vectors ``(N, F)`` or ``(N, 64)``, not on maps.
+    """
+
+    def __init__(self, base_filters: int, num_classes: int, dim: int = 64) -> None:
+        super().__init__()
+
+        def mlp(cin: int) -> nn.Sequential:
+            return nn.Sequential(nn.Linear(cin, dim), nn.BatchNorm1d(dim), nn.ReLU(inplace=True),
+                                 nn.Linear(dim, dim))
+
+        def selector() -> nn.Sequential:
+            return nn.Sequential(nn.Linear(dim, dim), nn.BatchNorm1d(dim),
+                                 nn.LeakyReLU(0.2, inplace=True), nn.Linear(dim, 1))
+
+        self.projection = mlp(base_filters)
+        self.prediction = mlp(dim)
+        self.selector = nn.ModuleList(selector() for _ in range(num_classes))
+        self.selector_memory = nn.ModuleList(selector() for _ in range(num_classes))
+
+
+@register_semi_supervised(
+    "ssnet", title="SS-Net", family="general",
+    paper=one_line("""
+        Wu et al., Exploring smoothness and class-separation for semi-supervised medical
+        image segmentation, MICCAI 2022
+    """),
+    networks="1 V-Net + projection/prediction/selector heads (default init)",
+    description=one_line("""
+        Virtual adversarial smoothness (LDS) and class-wise contrastive separation against a
+        per-class memory. The reference leaves the CE out of the supervised loss;
+        variant='fixed' adds it (reference §8.4, §12 item 24).
+    """),
+    variants=("reference", "fixed"), reference_lambda="1 (train_ssnet.py default)",
+)
 class SSNet(Method):
     """SS-Net: virtual adversarial smoothness + class-wise contrastive separation."""
 
@@ -132,9 +171,12 @@ class SSNet(Method):
 
     # -- the step ------------------------------------------------------------------------------
     def training_step(self, batch: Batch, ctx: StepContext) -> StepOutput:
-        n_l = batch.image_l.shape[0]
-        x = torch.cat([batch.image_l, batch.image_u])
-        y = batch.label_l
+        """Negative Dice (+ CE if fixed) plus λ_t (LDS + 0.1 contrastive); refreshes memory.
+
+        Logs ``loss_sup``, ``loss_unsup`` and ``loss_lds``.
+        """
+        n_l, y = batch.n_l, batch.label_l
+        x = batch.images()
         logits, feats = self._forward(x)
         sup = negative_dice(logits[:n_l], y, smooth=1e-8, include_background=True)
         if self.variant == "fixed":
@@ -152,36 +194,25 @@ class SSNet(Method):
         self._refresh_memory(vectors[:voxels_l].detach(), y.reshape(-1),
                              pred[:n_l].reshape(-1))
         unsup = lds + 0.1 * (c_lab + c_unlab)
-        loss = sup + ctx.unsup_weight * unsup
-        return StepOutput(loss=loss, scalars={"loss_sup": sup.detach(),
-                                              "loss_unsup": unsup.detach(),
-                                              "loss_lds": lds.detach()})
+        return semi_supervised_output(sup, unsup, ctx, loss_lds=lds)
 
     @torch.no_grad()
     def predict(self, image: torch.Tensor) -> torch.Tensor:
+        """The V-Net's logits (B, K, D, H, W); the heads are for training only."""
         return self.networks["net"](image)
 
     def extra_state(self) -> dict[str, Any]:
+        """The per-class feature memory: class -> (≤ 32, 64) float features."""
         return {"memory": {c: m.clone() for c, m in self.memory.items()}}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore the feature memory onto the networks' device."""
         device = next(self.networks.parameters()).device
         self.memory = {int(c): m.to(device) for c, m in state.get("memory", {}).items()}
 
     def to(self, device: torch.device) -> SSNet:
+        """Move the networks and the feature memory."""
         super().to(device)
         self.memory = {c: m.to(device) for c, m in self.memory.items()}
         return self
 
-
-register_method(
-    "ssnet", title="SS-Net", family="general",
-    paper="Wu et al., Exploring smoothness and class-separation for semi-supervised medical"
-          " image segmentation, MICCAI 2022",
-    factory=SSNet, networks="1 V-Net + projection/prediction/selector heads (default init)",
-    description="Virtual adversarial smoothness (LDS) and class-wise contrastive separation"
-                " against a per-class memory. The reference leaves the CE out of the"
-                " supervised loss; variant='fixed' adds it (reference §8.4, §12 item 24).",
-    variants=("reference", "fixed"), reference_lambda="1 (train_ssnet.py default)",
-    search_space=LR_LAMBDA_SPACE,
-)

@@ -1,6 +1,6 @@
-"""Pseudo-labelers: how each learner's unsupervised targets are made (the pseudo-labeling
-slot of :mod:`dhcbench.methods.cotraining`).
+"""Pseudo-labelers: how each learner's unsupervised targets are made.
 
+They fill the pseudo-labeling slot of :mod:`dhcbench.methods.cotraining`.
 :mod:`~dhcbench.methods.pseudo.base` holds the interface (``setup`` / ``targets``, which
 returns a :class:`PseudoTargets` per learner and computes no loss), the state handling and
 the :data:`PSEUDO_LABELERS` registry with its ``@pseudo_labeler(key)`` decorator;
@@ -47,8 +47,11 @@ from dhcbench.methods.weighting.functional import cld_weights
 
 
 def _import_labelers() -> list[str]:
-    """Import every module of this package (sorted; names starting with ``_`` skipped),
-    which registers the labelers they define; returns the module names."""
+    """Import every module of this package, which registers the labelers they define.
+
+    Modules are imported sorted by name, names starting with ``_`` skipped; returns the
+    module names.
+    """
     names = sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
     for name in names:
         importlib.import_module(f"{__name__}.{name}")

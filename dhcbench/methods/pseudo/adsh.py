@@ -18,12 +18,15 @@ from dhcbench.methods.pseudo.functional import bank_counts, rank_thresholds
 
 @pseudo_labeler("adsh")
 class Adsh(PseudoLabeler):
-    """Adsh as in the DHC code (reference §8.7): per-class thresholds (from 0), refreshed by
-    :func:`rank_thresholds` every ``refresh_every`` steps from a bank of the unlabeled softmax
-    (per-class histograms of ``bins`` bins: exact to 1/bins). Targets: the other branch's
-    argmax. Reference: all voxels, unweighted CE, the learner's logits multiplied by the
-    other's 0/1 mask ``[p_c > thr_c]`` (``logit_scale``: the code masks logits; kept as is);
-    ``variant="fixed"``: the voxels whose pseudo-label passes its threshold, as the paper."""
+    """Adsh as in the DHC code (reference §8.7): the other branch's argmax, thresholded.
+
+    Per-class thresholds (from 0), refreshed by :func:`rank_thresholds` every
+    ``refresh_every`` steps from a bank of the unlabeled softmax (per-class histograms of
+    ``bins`` bins: exact to 1/bins). Targets: the other branch's argmax. Reference: all
+    voxels, unweighted CE, the learner's logits multiplied by the other's 0/1 mask
+    ``[p_c > thr_c]`` (``logit_scale``: the code masks logits; kept as is);
+    ``variant="fixed"``: the voxels whose pseudo-label passes its threshold, as the paper.
+    """
 
     state_names = ("thresholds", "pred_counts", "confident", "hist", "steps")
 
@@ -38,9 +41,15 @@ class Adsh(PseudoLabeler):
         self.steps = torch.zeros((), dtype=torch.long)
 
     def setup(self, labeled_counts: torch.Tensor, context: SetupContext) -> None:
+        """Refresh the thresholds every ``(N_u // 4) // 2`` steps, as the reference's bank."""
         self.refresh_every = max(1, (context.num_unlabeled // 4) // 2)  # N_u // 4 slots, 2 a step
 
     def targets(self, inp: PseudoInput) -> dict[str, PseudoTargets]:
+        """Teach each branch the other's argmax under the other's threshold mask.
+
+        Also banks this step's unlabeled softmax and refreshes the thresholds when due.
+        Targets are (B, D, H, W) int64 over all samples.
+        """
         masks, pseudo, stores = {}, {}, (self.pred_counts, self.confident, self.hist)
         for k, z in inp.logits.items():
             probs = torch.softmax(z.float(), dim=1)

@@ -12,13 +12,16 @@ from dhcbench.methods.pseudo.functional import class_difficulty, class_indicator
 
 @pseudo_labeler("basak")
 class ClassSampling(PseudoLabeler):
-    """Basak et al. as in the DHC code (reference §8.10), mean-teacher topology. The student
-    learns the teacher's argmax on unlabeled voxels, sampled per class: the student's class
+    """Basak et al. as in the DHC code (reference §8.10): class-wise sampled teacher labels.
+
+    Mean-teacher topology. The student learns the teacher's argmax on unlabeled voxels,
+    sampled per class: the student's class
     indicators on labeled voxels (:func:`class_indicators`) are summed and, once per epoch,
     turned into a difficulty CC (EMA 0.99 of :func:`class_difficulty`, keeping the
     ``top_m`` smallest entries per indicator) and a rate ``((1 - CC) / max(1 - CC)) ** 2.5``;
     a voxel the student predicts as c is kept with probability sr_c, weighted by its
-    confidence ** 1.5 (masked CE, mean over the unlabeled voxels)."""
+    confidence ** 1.5 (masked CE, mean over the unlabeled voxels).
+    """
 
     topology = "mean_teacher"
     state_names = ("sums", "iters", "cc", "sampling")
@@ -32,6 +35,7 @@ class ClassSampling(PseudoLabeler):
         self.update_every = 1
 
     def setup(self, labeled_counts: torch.Tensor, context: SetupContext) -> None:
+        """Update the sampling rates once per epoch (``iterations_per_epoch`` steps)."""
         self.update_every = context.iterations_per_epoch
 
     def _update_sampling(self) -> None:
@@ -41,6 +45,11 @@ class ClassSampling(PseudoLabeler):
         self.sums, self.iters = torch.zeros_like(self.sums), torch.zeros_like(self.iters)
 
     def targets(self, inp: PseudoInput) -> dict[str, PseudoTargets]:
+        """The teacher's argmax on ``image_u``, sampled per class of the student's prediction.
+
+        Target (B_u, D, H, W) int64 from ``start = n_l``; mask (B_u, D, H, W) float, the
+        kept voxels times the student's confidence ** 1.5. Logs the sampling rate (K,).
+        """
         assert inp.teacher is not None and inp.image_u is not None
         z = inp.logits["student"]
         target = class_argmax(inp.teacher(inp.image_u))

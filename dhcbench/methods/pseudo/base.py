@@ -35,11 +35,15 @@ TOPOLOGIES = ("cross", "mean_teacher")
 
 @dataclass(frozen=True)
 class PseudoInput:
-    """One step, as a labeler sees it (read what you need). ``logits``: each learner's
-    ``(B, K, D, H, W)`` logits on labeled ⊕ unlabeled samples (the first ``n_l`` labeled,
-    ``labels_l`` their ground truth); ``weights``: each learner's class weights ``(K,)`` from
-    its weighting strategy, None when it has none; ``teacher``, ``image_u`` and ``ctx``: the
-    EMA teacher, the unlabeled images and the step context (mean-teacher topology)."""
+    """One step, as a labeler sees it (read what you need).
+
+    ``logits``: each learner's ``(B, K, D, H, W)`` float logits on labeled ⊕ unlabeled
+    samples (the first ``n_l`` labeled, ``labels_l`` ``(n_l, D, H, W)`` int64 their ground
+    truth); ``weights``: each learner's class weights ``(K,)`` float32 from its weighting
+    strategy, None when it has none; ``teacher``, ``image_u`` ``(B_u, C, D, H, W)`` and
+    ``ctx``: the EMA teacher, the unlabeled images and the step context (mean-teacher
+    topology).
+    """
 
     logits: dict[str, torch.Tensor]
     n_l: int
@@ -52,7 +56,9 @@ class PseudoInput:
 
 @dataclass(frozen=True)
 class PseudoTargets:
-    """What one learner is taught. The samples ``start:`` of its logits are compared with:
+    """What one learner is taught.
+
+    The samples ``start:`` of its logits are compared with:
 
     - ``target`` ``(B, D, H, W)`` long: the pseudo-label of each voxel;
     - ``mask`` ``(B, D, H, W)`` float in [0, 1]: a per-voxel factor (None: every voxel);
@@ -110,9 +116,11 @@ class TensorState:
 
 
 class PseudoLabeler(TensorState):
-    """The interface: ``setup`` once, then ``targets`` each step (under ``torch.no_grad()``),
-    returning one :class:`PseudoTargets` per learner of its ``topology``. ``variant`` is the
-    method's (``"reference"``: the DHC code; ``"fixed"``: the method's paper where they differ).
+    """The interface: ``setup`` once, then ``targets`` each step.
+
+    ``targets`` runs under ``torch.no_grad()`` and returns one :class:`PseudoTargets` per
+    learner of its ``topology``. ``variant`` is the method's (``"reference"``: the DHC code;
+    ``"fixed"``: the method's paper where they differ).
     """
 
     topology: ClassVar[str] = "cross"
@@ -126,6 +134,14 @@ class PseudoLabeler(TensorState):
         del labeled_counts, context
 
     def targets(self, inp: PseudoInput) -> dict[str, PseudoTargets]:
+        """Make this step's targets.
+
+        Args:
+            inp: the learners' logits and what else the step offers.
+
+        Returns:
+            One :class:`PseudoTargets` per learner (``a`` and ``b``, or ``student``).
+        """
         raise NotImplementedError
 
 

@@ -17,11 +17,14 @@ from dhcbench.methods.pseudo.functional import refreshed_confidence, sampling_ra
 
 @pseudo_labeler("cld")
 class CLD(PseudoLabeler):
-    """CLD as in the DHC code (reference §8.11). Each branch keeps a per-class confidence:
-    the mean true-class softmax over labeled voxels, initialised U(0, 1) (shared by both
+    """CLD as in the DHC code (reference §8.11): confidence-based per-class sampling.
+
+    Each branch keeps a per-class confidence: the mean true-class softmax over labeled
+    voxels, initialised U(0, 1) (shared by both
     branches), refreshed every ``update_iters`` steps (first replaced, then EMA ``momentum``).
     A voxel the branch predicts as c is kept with probability ``((1 - conf_c) / max(1 -
-    conf)) ** 0.5``, learning the other's argmax with the branch's (CLD) class weights."""
+    conf)) ** 0.5``, learning the other's argmax with the branch's (CLD) class weights.
+    """
 
     state_names = ("conf", "sums", "counts", "steps", "updated")
 
@@ -37,9 +40,15 @@ class CLD(PseudoLabeler):
         self.updated = torch.zeros((), dtype=torch.bool)
 
     def sampling_rate(self, key: str) -> torch.Tensor:
+        """Branch ``key``'s per-class probability (K,) float32 of keeping a voxel."""
         return sampling_rate(self.conf[key], self.power)
 
     def targets(self, inp: PseudoInput) -> dict[str, PseudoTargets]:
+        """Teach each branch the other's argmax on its own sampled voxels, with its weights.
+
+        Also banks the labeled true-class confidences and refreshes them every
+        ``update_iters`` steps. Targets (B, D, H, W) int64, masks (B, D, H, W) float 0/1.
+        """
         masks, pseudo = {}, {}
         for b, z in inp.logits.items():
             added = true_class_sums(z[:inp.n_l], inp.labels_l, self.num_classes)

@@ -41,6 +41,11 @@ class DePL(PseudoLabeler):
         return self.prior[key]
 
     def targets(self, inp: PseudoInput) -> dict[str, PseudoTargets]:
+        """Teach each branch the other's debiased, confidence-masked pseudo-labels.
+
+        The priors (1, K, D, H, W) are updated from the unlabeled softmax after the labels
+        are made. Targets (B, D, H, W) int64, masks (B, D, H, W) float 0/1.
+        """
         pseudo, masks = {}, {}
         for k, z in inp.logits.items():
             probs = torch.softmax(z.float() - self.tau * torch.log(self._prior(k, z)), dim=1)

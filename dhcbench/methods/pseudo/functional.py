@@ -1,6 +1,9 @@
-"""The pure functions behind the pseudo-labelers (no state): Adsh's score bank and rank
-thresholds, the UA-MT uncertainty, Basak et al.'s class indicators and difficulty, and the
-sampling rate shared by CLD and Basak. The labelers keep the state and call these."""
+"""The pure functions behind the pseudo-labelers (no state).
+
+Adsh's score bank and rank thresholds, the UA-MT uncertainty, Basak et al.'s class
+indicators and difficulty, and the sampling rate shared by CLD and Basak. The labelers keep
+the state and call these.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +17,12 @@ from dhcbench.schedules import schedule_time, sigmoid_rampup
 
 def bank_counts(probs: torch.Tensor, major_threshold: float, bins: int
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Adsh's bank increments from softmax maps ``(B, K, …)``: voxels predicted per class
-    (K,), those of them above ``major_threshold`` (K,), and per class a histogram of its
-    probabilities over [0, 1] in ``bins`` bins (K, bins)."""
+    """Adsh's bank increments from float softmax maps ``(B, K, D, H, W)``.
+
+    Returns int64 counts: voxels predicted per class (K,), those of them above
+    ``major_threshold`` (K,), and per class a histogram of its probabilities over [0, 1] in
+    ``bins`` bins (K, bins).
+    """
     k = probs.shape[1]
     flat = probs.movedim(1, -1).reshape(-1, k).double()
     pred = class_argmax(flat, 1)
@@ -29,10 +35,13 @@ def bank_counts(probs: torch.Tensor, major_threshold: float, bins: int
 
 def rank_thresholds(pred_counts: torch.Tensor, confident: torch.Tensor, hist: torch.Tensor
                     ) -> torch.Tensor:
-    """Adsh's per-class thresholds (K,) float32 from a bank (reference §8.7): with the
-    majority class m and ``ρ = confident_m / N_m``, class c's threshold is its probability
-    at rank ``int(ρ N_c)`` among all bank voxels in descending order — the lower edge of
-    the histogram bin holding that rank, so exact to one bin."""
+    """Adsh's per-class thresholds (K,) float32 from a bank (reference §8.7).
+
+    With the majority class m and ``ρ = confident_m / N_m``, class c's threshold is its
+    probability at rank ``int(ρ N_c)`` among all bank voxels in descending order — the lower
+    edge of the histogram bin holding that rank, so exact to one bin. ``pred_counts`` and
+    ``confident`` are (K,), ``hist`` (K, bins), as summed from :func:`bank_counts`.
+    """
     bins = hist.shape[1]
     m = int(class_argmax(pred_counts, 0))
     rho = float(confident[m] / pred_counts[m].clamp_min(1))
@@ -44,30 +53,38 @@ def rank_thresholds(pred_counts: torch.Tensor, confident: torch.Tensor, hist: to
 
 
 def sampling_rate(difficulty: torch.Tensor, power: float) -> torch.Tensor:
-    """``((1 - d) / max(1 - d)) ** power``: CLD's per-class rate from its confidences (0.5)
-    and Basak et al.'s from their difficulty CC (2.5)."""
+    """Per-class sampling rate ``((1 - d) / max(1 - d)) ** power``, (K,) like ``difficulty``.
+
+    CLD's rate from its confidences (power 0.5) and Basak et al.'s from their difficulty CC
+    (2.5).
+    """
     gap = 1.0 - difficulty
     return (gap / gap.max()) ** power
 
 
 def uamt_threshold(epoch: int, max_epochs: int, num_classes: int, variant: str) -> float:
-    """UA-MT's uncertainty threshold ``(0.75 + 0.25 r(t)) · H_max`` with the sigmoid ramp-up
-    r over the run; H_max = ln 2 in the reference (kept from the binary task), ln K when
-    ``variant == "fixed"``."""
+    """UA-MT's uncertainty threshold ``(0.75 + 0.25 r(t)) · H_max``.
+
+    r is the sigmoid ramp-up over the run; H_max = ln 2 in the reference (kept from the
+    binary task), ln K when ``variant == "fixed"``.
+    """
     h_max = math.log(num_classes) if variant == "fixed" else math.log(2.0)
     return (0.75 + 0.25 * sigmoid_rampup(schedule_time(epoch), max_epochs)) * h_max
 
 
 def predictive_entropy(mean_probs: torch.Tensor) -> torch.Tensor:
-    """``-Σ_c p̄_c ln(p̄_c + 1e-6)`` over the class axis, kept as a (B, 1, …) map."""
+    """``-Σ_c p̄_c ln(p̄_c + 1e-6)`` of (B, K, D, H, W) probabilities, a (B, 1, D, H, W) map."""
     return -(mean_probs * torch.log(mean_probs + 1e-6)).sum(1, keepdim=True)
 
 
 def class_indicators(logits_l: torch.Tensor, labels: torch.Tensor, num_classes: int
                      ) -> torch.Tensor:
-    """Basak et al.'s indicators (3, K): per class, over its labeled voxels, the means of
-    Σ_j p_c ln(p_j + 1e-12), p_c and max_j p_j - p_c (the reference's "entropy",
-    confidence and variance)."""
+    """Basak et al.'s class indicators (3, K) float32 on the labeled patches.
+
+    From logits (B, K, D, H, W) and labels (B, D, H, W) int64: per class, over its labeled
+    voxels, the means of Σ_j p_c ln(p_j + 1e-12), p_c and max_j p_j - p_c (the reference's
+    "entropy", confidence and variance).
+    """
     k = num_classes
     p = torch.softmax(logits_l.float(), 1)
     p_true = (p * one_hot(labels, k)).sum(1)  # p_c at each voxel of class c
@@ -82,10 +99,12 @@ def class_indicators(logits_l: torch.Tensor, labels: torch.Tensor, num_classes: 
 
 def class_difficulty(mean_indicators: torch.Tensor, top_m: int, penalty: float
                      ) -> torch.Tensor:
-    """Basak et al.'s current difficulty (K,) from the mean indicators (3, K) (reference
-    §8.10 steps 1-4): R = softmax per indicator, Gompertz G = 1 - exp(-exp(-2R)) kept at its
-    ``top_m`` smallest entries (``penalty`` elsewhere, where R is zeroed); ``CFS ⊙ FR`` with
-    CFS = 1 - ΣR/3 and FR = ΣG, divided by its max."""
+    """Basak et al.'s current difficulty (K,) from the mean indicators (3, K).
+
+    Reference §8.10 steps 1-4: R = softmax per indicator, Gompertz G = 1 - exp(-exp(-2R))
+    kept at its ``top_m`` smallest entries (``penalty`` elsewhere, where R is zeroed);
+    ``CFS ⊙ FR`` with CFS = 1 - ΣR/3 and FR = ΣG, divided by its max.
+    """
     r = torch.softmax(mean_indicators, dim=1)
     g = 1.0 - torch.exp(-torch.exp(-2.0 * r))
     keep = torch.zeros_like(g, dtype=torch.bool)
@@ -98,8 +117,11 @@ def class_difficulty(mean_indicators: torch.Tensor, top_m: int, penalty: float
 
 def true_class_sums(logits_l: torch.Tensor, labels: torch.Tensor, num_classes: int
                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """CLD's bank increments (K,) float32: per class, the sum of the true-class softmax
-    over its labeled voxels, and their count."""
+    """CLD's bank increments, two (K,) float32: true-class softmax sums and voxel counts.
+
+    Per class, over its labeled voxels of ``labels`` (B, D, H, W) int64, the sum of the
+    true-class softmax of ``logits_l`` (B, K, D, H, W), and how many voxels there are.
+    """
     true = torch.softmax(logits_l.float(), dim=1).gather(1, labels[:, None])[:, 0]
     flat_y = labels.reshape(-1)
     return (torch.bincount(flat_y, weights=true.reshape(-1), minlength=num_classes).float(),
@@ -108,9 +130,12 @@ def true_class_sums(logits_l: torch.Tensor, labels: torch.Tensor, num_classes: i
 
 def refreshed_confidence(conf: torch.Tensor, sums: torch.Tensor, counts: torch.Tensor,
                          momentum: float, replace: bool) -> torch.Tensor:
-    """CLD's per-class confidence (K,) after a refresh from the bank's sums and counts of
-    the true-class probability: the bank's mean where a class was seen (``replace``, the
-    first refresh) or an EMA towards it with ``momentum``; unseen classes keep theirs."""
+    """CLD's per-class confidence (K,) after a refresh from the bank.
+
+    From the bank's sums and counts (K,) of the true-class probability: the bank's mean
+    where a class was seen (``replace``, the first refresh) or an EMA towards it with
+    ``momentum``; unseen classes keep theirs.
+    """
     seen = counts > 0
     current = conf.to(seen.device).clone()
     current[seen] = sums[seen] / counts[seen]

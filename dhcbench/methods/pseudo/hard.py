@@ -14,10 +14,13 @@ from dhcbench.methods.pseudo.base import (
 
 @pseudo_labeler("hard")
 class HardLabels(PseudoLabeler):
-    """Each branch is taught the other's argmax on every voxel, through the method's
-    configured unsupervised loss with its own class weights (reference §7 step 5)."""
+    """Each branch is taught the other's argmax on every voxel (reference §7 step 5).
+
+    Through the method's configured unsupervised loss, with the learner's own class weights.
+    """
 
     def targets(self, inp: PseudoInput) -> dict[str, PseudoTargets]:
+        """The other branch's argmax (B, D, H, W) int64, unmasked, with this one's weights."""
         pseudo = {k: class_argmax(z) for k, z in inp.logits.items()}
         return {k: PseudoTargets(pseudo[OTHER[k]], weight=inp.weights.get(k))
                 for k in inp.logits}

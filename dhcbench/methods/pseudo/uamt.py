@@ -11,11 +11,14 @@ from dhcbench.methods.pseudo.functional import predictive_entropy, uamt_threshol
 
 @pseudo_labeler("uamt")
 class UncertaintyMask(PseudoLabeler):
-    """UA-MT as in the DHC code (reference §8.2), mean-teacher topology. The teacher sees the
-    unlabeled patches plus clamped Gaussian noise (σ 0.1, ±0.2); its softmax is the
+    """UA-MT as in the DHC code (reference §8.2): uncertainty-masked teacher softmax.
+
+    Mean-teacher topology. The teacher sees the unlabeled patches plus clamped Gaussian
+    noise (σ 0.1, ±0.2); its softmax is the
     student's soft target (squared-error consistency), kept where the uncertainty — the
     entropy of the mean of T = 8 noisy passes — is below :func:`uamt_threshold` (ln 2 in
-    the reference, ln K for ``variant="fixed"``)."""
+    the reference, ln K for ``variant="fixed"``).
+    """
 
     topology = "mean_teacher"
     passes = 8
@@ -25,6 +28,12 @@ class UncertaintyMask(PseudoLabeler):
         return x + torch.clamp(torch.randn_like(x) * 0.1, -0.2, 0.2)
 
     def targets(self, inp: PseudoInput) -> dict[str, PseudoTargets]:
+        """The noisy teacher's softmax as the student's soft target, where it is certain.
+
+        Soft target (B_u, K, D, H, W) float from ``start = n_l``; mask (B_u, D, H, W) float,
+        1 where the entropy of the mean of ``passes`` noisy teacher passes is below the
+        threshold. Logs the certain fraction.
+        """
         assert inp.teacher is not None and inp.image_u is not None and inp.ctx is not None
         teacher, x_u, ctx = inp.teacher, inp.image_u, inp.ctx
         shape = inp.logits["student"][inp.n_l:].shape

@@ -37,8 +37,11 @@ _NOT_STRATEGIES = ("base", "functional")
 
 
 def _import_strategies() -> list[str]:
-    """Import every strategy module of this package (sorted; all but ``_NOT_STRATEGIES`` and
-    names starting with ``_``), which registers them; returns their names."""
+    """Import every strategy module of this package, which registers the strategies.
+
+    Modules are imported sorted by name, all but ``_NOT_STRATEGIES`` and names starting
+    with ``_``; returns their names.
+    """
     names = sorted(m.name for m in pkgutil.iter_modules(__path__)
                    if m.name not in _NOT_STRATEGIES and not m.name.startswith("_"))
     for name in names:

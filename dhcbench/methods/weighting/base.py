@@ -24,6 +24,7 @@ from typing import ClassVar, TypeVar
 
 import torch
 
+from dhcbench.methods.weighting.functional import ema
 from dhcbench.registry import Registry
 
 VARIANTS = ("reference", "paper")
@@ -59,7 +60,14 @@ class WeightingStrategy:
         self.weights = torch.ones(num_classes, dtype=torch.float64)
 
     def reset(self, labeled_counts: torch.Tensor) -> torch.Tensor:
-        """Initialise from the labeled ground truth's voxel counts (K,); returns (K,) float32."""
+        """Initialise the state from the labeled ground truth.
+
+        Args:
+            labeled_counts: (K,) integer voxel counts per class of the labeled volumes.
+
+        Returns:
+            The initial weights, (K,) float32.
+        """
         raise NotImplementedError
 
     def update(
@@ -68,8 +76,22 @@ class WeightingStrategy:
         labels_l: torch.Tensor | None = None,
         logits_u: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """This iteration's weights (K,) float32, on the logits' device."""
+        """Advance the state by one iteration and return its weights.
+
+        Args:
+            logits_l: (B_l, K, D, H, W) float logits of the labeled patches.
+            labels_l: (B_l, D, H, W) int64 ground truth of the labeled patches.
+            logits_u: (B_u, K, D, H, W) float logits of the unlabeled patches.
+
+        Returns:
+            This iteration's weights, (K,) float32 on the logits' device.
+        """
         raise NotImplementedError
+
+    def _require(self, what: str, *tensors: torch.Tensor | None) -> None:
+        """Raise ``ValueError("<Class>.update needs <what>")`` if any of ``tensors`` is None."""
+        if any(t is None for t in tensors):
+            raise ValueError(f"{type(self).__name__}.update needs {what}")
 
     def current(self) -> torch.Tensor:
         """The latest weights (K,) float32."""
@@ -90,6 +112,33 @@ class WeightingStrategy:
         for name in self.state_names:
             current = getattr(self, name)
             setattr(self, name, state[name].to(device=current.device, dtype=current.dtype))
+
+
+class EMAWeighting(WeightingStrategy):
+    """A strategy whose weights are an EMA of per-iteration raw weights.
+
+    DistDW, CReST and SimiS differ only in how they turn one iteration into raw weights;
+    :meth:`smooth` folds those in as ``W <- momentum * W + (1 - momentum) * w`` (0.99 in
+    the reference code for all three).
+    """
+
+    def __init__(
+        self, num_classes: int, momentum: float = 0.99, variant: str = "reference"
+    ) -> None:
+        super().__init__(num_classes, variant)
+        self.momentum = momentum
+
+    def smooth(self, raw: torch.Tensor) -> torch.Tensor:
+        """Fold this iteration's raw weights into the EMA.
+
+        Args:
+            raw: (K,) float64 raw weights; the state moves to their device.
+
+        Returns:
+            The smoothed weights, (K,) float32.
+        """
+        self.weights = ema(self.weights.to(raw.device), raw, self.momentum)
+        return self.current()
 
 
 #: Weighting strategies by key; pairings such as ``diffdw-distdw`` combine two of them.

@@ -11,11 +11,13 @@ from dhcbench.methods.weighting.functional import cld_weights
 
 @weighting("cld")
 class CLDWeights(WeightingStrategy):
-    """CLD's fixed class weights (reference §8.11): :func:`cld_weights`, ``(max N / N_k) **
-    (1/3)`` from the labeled ground truth, background included, no epsilon, no ×K;
-    ``update`` returns them unchanged. A class absent from the labeled set would get an
-    infinite weight: that is refused with an error (draw the labeled cases with
-    ``data.cover_classes=true``)."""
+    """CLD's fixed class weights (reference §8.11).
+
+    :func:`cld_weights`, ``(max N / N_k) ** (1/3)`` from the labeled ground truth,
+    background included, no epsilon, no ×K; ``update`` returns them unchanged. A class
+    absent from the labeled set would get an infinite weight: that is refused with an error
+    (draw the labeled cases with ``data.cover_classes=true``).
+    """
 
     title = "CLD"
     requires_every_class = True
@@ -27,6 +29,7 @@ class CLDWeights(WeightingStrategy):
         self.power = power
 
     def reset(self, labeled_counts: torch.Tensor) -> torch.Tensor:
+        """Fix the weights from the labeled counts (K,); a zero count raises UserError."""
         n = labeled_counts.double()
         if bool((n == 0).any()):
             missing = [int(i) for i in torch.nonzero(n == 0).flatten()]
@@ -38,4 +41,5 @@ class CLDWeights(WeightingStrategy):
         return self.current()
 
     def update(self, logits_l=None, labels_l=None, logits_u=None) -> torch.Tensor:  # noqa: ANN001
+        """Return the weights fixed by :meth:`reset` (K,) float32; the batch is not read."""
         return self.current()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from dhcbench.methods.weighting.base import WeightingStrategy, weighting
-from dhcbench.methods.weighting.functional import argmax_histogram, crest_weights, ema
+from dhcbench.methods.weighting.base import EMAWeighting, weighting
+from dhcbench.methods.weighting.functional import argmax_histogram, crest_weights
 
 
 @weighting("crest")
-class CReST(WeightingStrategy):
+class CReST(EMAWeighting):
     """CReST class-rebalancing weights (reference §8.8).
 
     Counts the branch's own argmax on the unlabeled patches, maps them with
@@ -24,17 +24,18 @@ class CReST(WeightingStrategy):
         self, num_classes: int, momentum: float = 0.99, power: float = 1.0 / 3.0,
         variant: str = "reference",
     ) -> None:
-        super().__init__(num_classes, variant)
-        self.momentum = momentum
+        super().__init__(num_classes, momentum, variant)
         self.power = power
 
     def reset(self, labeled_counts: torch.Tensor) -> torch.Tensor:
+        """Start the EMA at the CReST weights of the labeled counts (K,); (K,) float32."""
         self.weights = crest_weights(labeled_counts, self.power)
         return self.current()
 
     def update(self, logits_l=None, labels_l=None, logits_u=None) -> torch.Tensor:  # noqa: ANN001
-        if logits_u is None:
-            raise ValueError("CReST.update needs logits_u (the unlabeled half of the batch)")
-        w = crest_weights(argmax_histogram(logits_u), self.power)
-        self.weights = ema(self.weights.to(w.device), w, self.momentum)
-        return self.current()
+        """Smooth in the weights of the argmax histogram of ``logits_u`` (B_u, K, D, H, W).
+
+        ``logits_l`` and ``labels_l`` are ignored; returns (K,) float32.
+        """
+        self._require("logits_u (the unlabeled half of the batch)", logits_u)
+        return self.smooth(crest_weights(argmax_histogram(logits_u), self.power))

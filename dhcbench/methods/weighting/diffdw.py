@@ -13,12 +13,12 @@ from dhcbench.methods.weighting.functional import EPS, diffdw_speed_terms, diffd
 
 @weighting("diffdw")
 class DiffDW(WeightingStrategy):
-    """Weights from the hard Dice λ_t per class (background included) on the labeled patches
-    and how fast each class is learned or unlearned (:func:`diffdw_speed_terms`,
-    :func:`diffdw_weights`); ``reset`` gives K·1 (the reference's ``init_weights``).
-    Reference (§7.2): EMAs of momentum (τ-1)/τ of the terms and of ``1 - λ`` (from 1), ×K.
-    Paper: sums over a ring buffer ``window`` of the last τ (learn, unlearn, 1 - λ) rows
-    (``filled`` of them written), no ×K."""
+    """Difficulty-aware weights from the hard Dice λ_t per class of the labeled patches.
+
+    Learning and unlearning speeds and 1 - λ per class (background included) through
+    :func:`diffdw_weights`; ``reset`` gives K·1. Reference (§7.2): EMAs of momentum (τ-1)/τ
+    (``1 - λ``'s from 1), ×K. Paper: sums over a ring ``window`` of the last τ rows, no ×K.
+    """
 
     title = "DiffDW"
     state_names = ("weights", "last_dice", "learn", "unlearn", "dice_weight", "window", "filled")
@@ -32,6 +32,7 @@ class DiffDW(WeightingStrategy):
         self.reset(torch.zeros(num_classes))
 
     def reset(self, labeled_counts: torch.Tensor) -> torch.Tensor:
+        """Clear the accumulators; the counts (K,) give only the device. Returns K·1 float32."""
         full = partial(torch.full, dtype=torch.float64, device=labeled_counts.device)
         k, vec = self.num_classes, (self.num_classes,)
         self.weights, self.last_dice = full(vec, float(k)), full(vec, EPS)
@@ -40,21 +41,20 @@ class DiffDW(WeightingStrategy):
         return self.current()
 
     def update(self, logits_l=None, labels_l=None, logits_u=None) -> torch.Tensor:  # noqa: ANN001
-        if logits_l is None or labels_l is None:
-            raise ValueError("DiffDW.update needs logits_l and labels_l (the labeled half)")
+        """From ``logits_l`` (B_l, K, D, H, W) and ``labels_l`` (int64) only; (K,) float32."""
+        self._require("logits_l and labels_l (the labeled half)", logits_l, labels_l)
         dice = hard_dice_per_class(logits_l, labels_l).double()
-        if self.last_dice.device != dice.device:
-            self.to(dice.device)
+        self.to(dice.device)
         learn, unlearn = diffdw_speed_terms(dice, self.last_dice, self.variant == "reference")
         self.last_dice = dice
         if self.variant == "reference":
             mu = (self.tau - 1) / self.tau
             self.learn, self.unlearn = ema(self.learn, learn, mu), ema(self.unlearn, unlearn, mu)
             self.dice_weight = ema(self.dice_weight, 1.0 - dice, mu)
-            self.weights = diffdw_weights(self.learn, self.unlearn, self.dice_weight,
-                                          self.alpha, float(self.num_classes))
+            terms, scale = (self.learn, self.unlearn, self.dice_weight), float(self.num_classes)
         else:
             self.window[self.filled % self.tau] = torch.stack([learn, unlearn, 1.0 - dice])
             self.filled = self.filled + 1
-            self.weights = diffdw_weights(*self.window.sum(0), self.alpha, 1.0)
+            terms, scale = tuple(self.window.sum(0)), 1.0
+        self.weights = diffdw_weights(*terms, self.alpha, scale)
         return self.current()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from dhcbench.methods.weighting.base import WeightingStrategy, weighting
-from dhcbench.methods.weighting.functional import argmax_histogram, distdw_weights, ema
+from dhcbench.methods.weighting.base import EMAWeighting, weighting
+from dhcbench.methods.weighting.functional import argmax_histogram, distdw_weights
 
 
 @weighting("distdw")
-class DistDW(WeightingStrategy):
+class DistDW(EMAWeighting):
     """Distribution-aware debiasing weighting (DHC, Eq. 3–4; reference §7.1).
 
     Counts the branch's argmax over the unlabeled patches (background included), turns them
@@ -23,22 +23,18 @@ class DistDW(WeightingStrategy):
 
     title = "DistDW"
 
-    def __init__(
-        self, num_classes: int, momentum: float = 0.99, variant: str = "reference"
-    ) -> None:
-        super().__init__(num_classes, variant)
-        self.momentum = momentum
-
     def _raw(self, counts: torch.Tensor) -> torch.Tensor:
         return distdw_weights(counts, scale_by_k=self.variant == "reference")
 
     def reset(self, labeled_counts: torch.Tensor) -> torch.Tensor:
+        """Start the EMA at the DistDW weights of the labeled counts (K,); (K,) float32."""
         self.weights = self._raw(labeled_counts)
         return self.current()
 
     def update(self, logits_l=None, labels_l=None, logits_u=None) -> torch.Tensor:  # noqa: ANN001
-        if logits_u is None:
-            raise ValueError("DistDW.update needs logits_u (the unlabeled half of the batch)")
-        w = self._raw(argmax_histogram(logits_u))
-        self.weights = ema(self.weights.to(w.device), w, self.momentum)
-        return self.current()
+        """Smooth in the weights of the argmax histogram of ``logits_u`` (B_u, K, D, H, W).
+
+        ``logits_l`` and ``labels_l`` are ignored; returns (K,) float32.
+        """
+        self._require("logits_u (the unlabeled half of the batch)", logits_u)
+        return self.smooth(self._raw(argmax_histogram(logits_u)))

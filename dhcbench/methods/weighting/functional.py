@@ -22,8 +22,12 @@ def argmax_histogram(logits: torch.Tensor) -> torch.Tensor:
 
 
 def ema(average: torch.Tensor, value: torch.Tensor | float, momentum: float) -> torch.Tensor:
-    """One step of an exponential moving average: ``momentum * average + (1 - momentum) *
-    value`` (DHC's β for DistDW, 0.99 for CReST and SimiS, (τ-1)/τ for DiffDW)."""
+    """One step of an exponential moving average.
+
+    Returns ``momentum * average + (1 - momentum) * value`` (DHC's β for DistDW, 0.99 for
+    CReST and SimiS, (τ-1)/τ for DiffDW), of ``average``'s shape; tensors are (K,) float64
+    in this package.
+    """
     return momentum * average + (1.0 - momentum) * value
 
 
@@ -101,8 +105,11 @@ def simis_weights(counts: torch.Tensor) -> torch.Tensor:
 
 
 def cld_weights(counts: torch.Tensor, power: float = 1.0 / 3.0) -> torch.Tensor:
-    """CLD's fixed class weights (Lin et al., MICCAI 2022; reference §8.11) from the labeled
-    counts (K,): ``(max N / N_k) ** power`` with no epsilon, so a class absent from the
-    labeled set gets an infinite weight (:class:`CLDWeights` refuses that)."""
+    """CLD's fixed class weights (Lin et al., MICCAI 2022; reference §8.11).
+
+    From the labeled counts (K,): ``(max N / N_k) ** power`` (K,) float64 with no epsilon,
+    so a class absent from the labeled set gets an infinite weight (:class:`CLDWeights`
+    refuses that).
+    """
     n = counts.double()
     return (n.max() / n) ** power

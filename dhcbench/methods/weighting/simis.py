@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from dhcbench.methods.weighting.base import WeightingStrategy, weighting
+from dhcbench.methods.weighting.base import EMAWeighting, weighting
 from dhcbench.methods.weighting.functional import argmax_histogram, ema, simis_weights
 
 
 @weighting("simis")
-class SimiS(WeightingStrategy):
+class SimiS(EMAWeighting):
     """SimiS distribution weights (reference §8.9).
 
     Counts the branch's own argmax over the whole batch (labeled and unlabeled), maps them
@@ -20,23 +20,24 @@ class SimiS(WeightingStrategy):
 
     title = "SimiS"
 
-    def __init__(
-        self, num_classes: int, momentum: float = 0.99, variant: str = "reference"
-    ) -> None:
-        super().__init__(num_classes, variant)
-        self.momentum = momentum
-
     def reset(self, labeled_counts: torch.Tensor) -> torch.Tensor:
+        """One EMA step from K·1 towards the SimiS weights of the labeled counts (K,).
+
+        Returns (K,) float32.
+        """
         k = self.num_classes
         start = torch.full((k,), float(k), dtype=torch.float64, device=labeled_counts.device)
         self.weights = ema(start, simis_weights(labeled_counts), self.momentum)
         return self.current()
 
     def update(self, logits_l=None, labels_l=None, logits_u=None) -> torch.Tensor:  # noqa: ANN001
+        """Smooth in the weights of the argmax histogram of ``logits_l`` and ``logits_u``.
+
+        Either may be None (not both); each is (B, K, D, H, W). ``labels_l`` is ignored;
+        returns (K,) float32.
+        """
         parts = [t for t in (logits_l, logits_u) if t is not None]
         if not parts:
             raise ValueError("SimiS.update needs logits_l and/or logits_u")
         counts = sum(argmax_histogram(t) for t in parts)
-        w = simis_weights(counts)  # type: ignore[arg-type]
-        self.weights = ema(self.weights.to(w.device), w, self.momentum)
-        return self.current()
+        return self.smooth(simis_weights(counts))  # type: ignore[arg-type]

@@ -15,9 +15,11 @@ class Uniform(WeightingStrategy):
     adaptive = False
 
     def reset(self, labeled_counts: torch.Tensor) -> torch.Tensor:
+        """Ones (K,) float32 on the counts' device, whatever the counts."""
         self.weights = torch.ones(self.num_classes, dtype=torch.float64,
                                   device=labeled_counts.device)
         return self.current()
 
     def update(self, logits_l=None, labels_l=None, logits_u=None) -> torch.Tensor:  # noqa: ANN001
+        """Return the ones (K,) float32; the batch is not read."""
         return self.current()
