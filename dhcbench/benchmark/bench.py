@@ -20,13 +20,15 @@ from pathlib import Path
 import torch
 
 from dhcbench.benchmark.planning import RunPlan, build_method, plan_run
-from dhcbench.benchmark.runner import place_method, training_sampler
-from dhcbench.benchmark.trainer import Trainer, seed_everything
-from dhcbench.evaluation.inference import resolve_device
+from dhcbench.benchmark.runner import training_sampler
+from dhcbench.benchmark.train_state import seed_everything
+from dhcbench.benchmark.trainer import Trainer
 
 
 @dataclass(frozen=True)
 class StepTiming:
+    """One method's step time (median and fastest, seconds) and peak memory (MiB)."""
+
     method: str
     median_s: float
     min_s: float
@@ -42,13 +44,12 @@ def _peak_mb(device: torch.device) -> float:
 def time_method(plan: RunPlan, steps: int, warmup: int) -> StepTiming:
     """Median step time of the plan's method over ``steps`` steps after ``warmup``."""
     spec = plan.specs[0]
-    device = resolve_device(spec.train.device)
     seed_everything(spec.seed)
     method = build_method(spec, plan.dataset_spec)
     sampler = training_sampler(spec, plan, method)
-    place_method(method, spec, device)
     trainer = Trainer(spec.train, method, sampler, [], plan.dataset_spec.class_names,
-                      Path(spec.tracking.out_dir), device, log=lambda metrics, step: None)
+                      Path(spec.tracking.out_dir), log=lambda metrics, step: None)
+    device = trainer.device
     times = []
     for i in range(steps + warmup):
         if device.type == "cuda":

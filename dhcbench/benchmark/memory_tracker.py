@@ -1,5 +1,6 @@
-"""An in-memory :class:`dhcbench.benchmark.tracking.Tracker`: what tests run the engine
-against when they are about the engine, not about MLflow (no database, no files).
+"""An in-memory :class:`dhcbench.benchmark.tracking.Tracker`, with no database and no files.
+
+Tests run the engine against it when they are about the engine, not about MLflow.
 
 It keeps the same records MLflow returns (``run.info``, ``run.data``) and understands the
 same filter clauses dhcbench uses (``tags.`<name>` = '<value>'``, ``attributes.status =

@@ -32,6 +32,11 @@ class MlflowTracker:
 
     # -- runs ----------------------------------------------------------------------------------
     def start_run(self, name: str, tags: Mapping[str, Any], parent_id: str | None = None) -> str:
+        """Create a RUNNING run named ``name``; returns its id.
+
+        Tags are stored as strings, with the owner tags of this process added; with
+        ``parent_id`` the run is nested under that run (``mlflow.parentRunId``).
+        """
         all_tags = {k: str(v) for k, v in tags.items()} | owner_tags()
         if parent_id is not None:
             all_tags[PARENT] = parent_id
@@ -48,10 +53,19 @@ class MlflowTracker:
         self.client.set_terminated(run_id, status=status)
 
     def get(self, run_id: str) -> Any:
+        """MLflow's record of the run (``run.info``, ``run.data`` with the latest metrics).
+
+        An unknown id raises MLflow's own error.
+        """
         return self.client.get_run(run_id)
 
     # -- logging -------------------------------------------------------------------------------
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        """Log the values at ``step``, timestamped now (milliseconds since the epoch).
+
+        Sent in batches of at most 1000 metrics (MLflow's limit per request), one request
+        to the store each.
+        """
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
@@ -60,6 +74,10 @@ class MlflowTracker:
             self.client.log_batch(run_id, metrics=items[i:i + 1000], synchronous=True)
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        """Log parameters as strings cut to 6000 characters (MLflow's limit per value).
+
+        Sent in batches of at most 100 (MLflow's limit of parameters per request).
+        """
         from mlflow.entities import Param
 
         items = [Param(k, str(v)[:6000]) for k, v in params.items()]
@@ -67,15 +85,28 @@ class MlflowTracker:
             self.client.log_batch(run_id, params=items[i:i + 100], synchronous=True)
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        """Set tags as strings in one batch; an existing tag is overwritten.
+
+        The write is synchronous: the tags are in the store when the call returns.
+        """
         from mlflow.entities import RunTag
 
         items = [RunTag(k, str(v)) for k, v in tags.items()]
         self.client.log_batch(run_id, tags=items, synchronous=True)
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        """Copy the file ``path`` into the run's artifact store.
+
+        It lands under the folder ``artifact_path`` (None: the artifact root), keeping its
+        name.
+        """
         self.client.log_artifact(run_id, str(path), artifact_path)
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        """Store ``text`` as the artifact ``artifact_file``.
+
+        ``artifact_file`` is a path relative to the artifact root (``metrics/x.csv``).
+        """
         self.client.log_text(run_id, text, artifact_file)
 
     def log_figure(self, run_id: str, figure: Any, artifact_file: str) -> None:
@@ -111,6 +142,10 @@ class MlflowTracker:
         ))
 
     def children(self, parent_id: str) -> list[Any]:
+        """The runs nested under ``parent_id`` (the seed runs of a parent run), newest first.
+
+        They are found by their ``mlflow.parentRunId`` tag, within this experiment.
+        """
         return self.search(f"tags.`{PARENT}` = '{parent_id}'")
 
     def reap_stale(self) -> int:

@@ -1,5 +1,7 @@
-"""Planning a run: the per-seed specs resolved from their layers, validated, the dataset
-opened and the split drawn, and the run's identity (keys, names, checkpoint folders).
+"""Planning a run: everything decided and checked before the first step is trained.
+
+The per-seed specs are resolved from their layers and validated, the dataset opened and the
+split drawn, and the run's identity (keys, names, checkpoint folders) derived.
 
 Everything that can be wrong with the input (method, dataset, ratio, seeds, settings,
 output folder, the dataset itself) is checked by :func:`plan_run` before the tracking store
@@ -45,8 +47,11 @@ class RunPlan:
 
 @functools.cache
 def git_sha() -> str:
-    """Commit of the package's source tree, or ``unknown`` outside a git checkout (asked of
-    git once per process: every parent and seed run is tagged with it)."""
+    """Commit of the package's source tree, or ``unknown`` outside a git checkout.
+
+    Git is asked once per process (at most 5 seconds): every parent and seed run is tagged
+    with the answer.
+    """
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
@@ -169,13 +174,21 @@ def run_name(spec: RunSpec, seed: int | None = None) -> str:
 
 
 def checkpoint_dir(spec: RunSpec, run_id: str) -> Path:
-    """``<out>/<experiment>/<method>-<dataset>-<ratio>-seed<n>-<spec key>-<run id>``: two
-    runs of the same spec (parallel tuning trials, repeated invocations) never share one."""
+    """The checkpoint folder of one seed run.
+
+    ``<out>/<experiment>/<method>-<dataset>-<ratio>-seed<n>-<spec key>-<run id>``: two runs
+    of the same spec (parallel tuning trials, repeated invocations) never share one.
+    """
     return (Path(spec.tracking.out_dir) / spec.tracking.experiment
             / f"{run_name(spec, spec.seed)}-{spec_key(spec)}-{run_id[:8]}")
 
 
 def build_method(spec: RunSpec, dspec: DatasetSpec) -> Method:
+    """A fresh method instance for a spec and the dataset's geometry.
+
+    Its networks take the dataset's channels and classes and ``train.base_filters``; the
+    method's variant and keyword arguments are checked on the way (a UserError if bad).
+    """
     return METHODS.get(spec.method.name).build(
         num_classes=dspec.num_classes, in_channels=dspec.channels,
         base_filters=spec.train.base_filters, variant=spec.method.variant,

@@ -64,6 +64,11 @@ class RichReporter(Reporter):
         return update
 
     def preparing(self, done: int, total: int) -> None:
+        """Advance the bar of dataset generation to ``done`` of ``total`` cases.
+
+        The bar is created on the first call; pass this method as the ``on_prepare``
+        callback of :func:`dhcbench.benchmark.planning.plan_run`.
+        """
         if self._prepare is None:
             self._prepare = self.progress.add_task("generating phantom", total=total)
         self.progress.update(self._prepare, completed=done)

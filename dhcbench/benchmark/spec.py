@@ -11,15 +11,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
-
+# The override layers have their own module; their names stay importable from here.
+from dhcbench.benchmark.overrides import build_dataclass
+from dhcbench.benchmark.overrides import deep_merge as deep_merge
+from dhcbench.benchmark.overrides import dotted_layer as dotted_layer
+from dhcbench.benchmark.overrides import load_config_file as load_config_file
+from dhcbench.benchmark.overrides import parse_assignment as parse_assignment
+from dhcbench.benchmark.overrides import write_config_file as write_config_file
 from dhcbench.errors import UserError
 
 #: The paper's seeds (reference §9, issue #7 of the reference repository).
@@ -28,7 +30,11 @@ PAPER_SEEDS = (0, 1, 666)
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """Which method, which variant (``reference`` code or ``paper`` equations), its kwargs."""
+    """Which method, which variant of it, and its keyword arguments.
+
+    ``variant`` is ``reference`` (the original code), ``paper`` (the paper's equations where
+    they differ) or ``fixed``; ``kwargs`` go to the method's constructor as they are.
+    """
 
     name: str = "dhc"
     variant: str = "reference"
@@ -65,12 +71,14 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class TrainSpec:
-    """Optimisation and schedule (reference §5): SGD (momentum 0.9, Nesterov, weight decay
-    3e-5) per network, poly(0.9) LR and sigmoid ramp-up of λ per epoch, E+1 epochs,
-    evaluation every ``eval_interval`` epochs, early stopping after ``patience`` epochs
-    without improvement (None: never). ``iters_per_epoch`` None is the reference's
-    ceil(N_unlabeled / batch). ``amp`` applies on CUDA only; ``device`` auto picks CUDA when
-    available."""
+    """Optimisation and schedule (reference §5).
+
+    SGD (momentum 0.9, Nesterov, weight decay 3e-5) per network, poly(0.9) LR and sigmoid
+    ramp-up of λ per epoch, E+1 epochs, evaluation every ``eval_interval`` epochs, early
+    stopping after ``patience`` epochs without improvement (None: never). ``iters_per_epoch``
+    None is the reference's ceil(N_unlabeled / batch). ``amp`` applies on CUDA only;
+    ``device`` auto picks CUDA when available.
+    """
 
     epochs: int = 300
     iters_per_epoch: int | None = None
@@ -96,11 +104,14 @@ class TrainSpec:
 
 @dataclass(frozen=True)
 class EvalSpec:
-    """Test-time evaluation: sliding-window stride (None: patch // 4, the reference's
-    16/32/32 for 64×128×128), windows per forward pass, the contract shown by default (both
-    are always computed), whether the last checkpoint is tested besides the best, and whether
-    the test split is read at all (``run_test=false`` for tuning: model selection and tuning
-    never see the test cases)."""
+    """Test-time evaluation.
+
+    The sliding-window stride in voxels (None: patch // 4, the reference's 16/32/32 for
+    64×128×128), windows per forward pass, the contract shown by default (both are always
+    computed), whether the last checkpoint is tested besides the best, and whether the test
+    split is read at all (``run_test=false`` for tuning: model selection and tuning never see
+    the test cases).
+    """
 
     stride: tuple[int, int, int] | None = None
     window_batch: int = 4
@@ -111,8 +122,13 @@ class EvalSpec:
 
 @dataclass(frozen=True)
 class TrackingSpec:
-    """Where results go: MLflow experiment and URI (None: MLflow's default, ``mlflow.db`` in
-    the working folder) and the folder for checkpoints."""
+    """Where results go.
+
+    The MLflow experiment and URI (None: MLflow's default, ``mlflow.db`` in the working
+    folder), the folder for checkpoints, and whether the best checkpoint is also logged as
+    an artifact of the run. None of it changes what a run computes, so :func:`spec_key`
+    leaves it out.
+    """
 
     experiment: str = "dhcbench"
     uri: str | None = None
@@ -122,7 +138,11 @@ class TrackingSpec:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """Everything that defines one training run (one seed)."""
+    """Everything that defines one training run (one seed).
+
+    :func:`build_spec` builds and validates one from override layers; the default instance
+    holds the code defaults.
+    """
 
     method: MethodSpec = field(default_factory=MethodSpec)
     data: DataSpec = field(default_factory=DataSpec)
@@ -132,10 +152,18 @@ class RunSpec:
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
+        """The spec as nested plain dicts, one per concern (tuples stay tuples).
+
+        This is what :func:`spec_key` hashes.
+        """
         return dataclasses.asdict(self)
 
     def flat(self) -> dict[str, Any]:
-        """Dotted-key view (``train.lr`` …) for MLflow params."""
+        """Dotted-key view (``train.lr`` …) for MLflow params.
+
+        Nested dicts are flattened down to their leaves, ``method.kwargs`` and
+        ``data.options`` too; an empty dict stays one entry.
+        """
         out: dict[str, Any] = {}
 
         def walk(prefix: str, value: Any) -> None:
@@ -166,151 +194,27 @@ def spec_key(spec: RunSpec, *, with_seed: bool = False) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-# -- building and overriding ------------------------------------------------------------------
-
-
-def _coerce(value: Any, hint: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        non_none = [a for a in args if a is not type(None)]
-        return _coerce(value, non_none[0], where)
-    try:
-        if hint is bool:
-            if isinstance(value, str):
-                low = value.strip().lower()
-                if low in ("true", "1", "yes", "on"):
-                    return True
-                if low in ("false", "0", "no", "off"):
-                    return False
-                raise ValueError(value)
-            if isinstance(value, bool | int):
-                return bool(value)
-            raise ValueError(value)
-        if hint is int:
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError(value)
-            return int(value)
-        if hint is float:
-            if isinstance(value, bool):
-                raise ValueError(value)
-            return float(value)
-        if hint is str:
-            if not isinstance(value, str | int | float):
-                raise ValueError(value)
-            return str(value)
-        if origin is tuple:
-            if isinstance(value, str):
-                value = [v for v in value.replace("x", ",").split(",") if v.strip()]
-            items = list(value)
-            if len(args) == 2 and args[1] is Ellipsis:
-                return tuple(_coerce(v, args[0], where) for v in items)
-            if len(items) != len(args):
-                raise ValueError(f"needs {len(args)} values")
-            return tuple(_coerce(v, a, where) for v, a in zip(items, args, strict=True))
-        if origin is dict or hint is dict:
-            if not isinstance(value, Mapping):
-                raise ValueError(value)
-            return dict(value)
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"{where}: cannot use {value!r} here ({exc})") from exc
-    return value
-
-
-def _build(cls: type, data: Mapping[str, Any], where: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        raise UserError(
-            f"unknown setting {where + '.' if where else ''}{unknown[0]}"
-            f" (valid: {', '.join(names)})"
-        )
-    kwargs: dict[str, Any] = {}
-    for name in names:
-        if name not in data:
-            continue
-        hint = hints[name]
-        sub = f"{where}.{name}" if where else name
-        if dataclasses.is_dataclass(hint):
-            value = data[name]
-            if not isinstance(value, Mapping):
-                raise UserError(f"{sub}: expected a mapping of settings")
-            kwargs[name] = _build(hint, value, sub)
-        else:
-            kwargs[name] = _coerce(data[name], hint, sub)
-    return cls(**kwargs)
-
-
-def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """Recursive dict merge; ``override`` wins. Free-form dicts (kwargs, options) merge too."""
-    out = dict(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def dotted_layer(key: str, value: Any, where: str) -> dict[str, Any]:
-    """``"a.b.c", value`` -> ``{"a": {"b": {"c": value}}}``; ``where`` names the source of
-    the key in the error an empty key raises."""
-    parts = [p for p in str(key).strip().split(".") if p]
-    if not parts:
-        raise UserError(f"{where}: empty setting key")
-    out: dict[str, Any] = {parts[-1]: value}
-    for part in reversed(parts[:-1]):
-        out = {part: out}
-    return out
-
-
-def parse_assignment(text: str) -> dict[str, Any]:
-    """``a.b.c=value`` -> ``{"a": {"b": {"c": value}}}``, the value read as YAML."""
-    if "=" not in text:
-        raise UserError(f"--set {text!r}: expected KEY=VALUE, e.g. train.epochs=50")
-    key, raw = text.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise UserError(f"--set {text!r}: value is not valid YAML ({exc})") from exc
-    return dotted_layer(key, value, f"--set {text!r}")
-
-
-def load_config_file(path: Path) -> dict[str, Any]:
-    """Read a YAML run-spec override file (the format :func:`write_config_file` writes)."""
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror})") from exc
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, Mapping):
-        raise UserError(f"{path}: expected a mapping of settings at the top level")
-    return dict(data)
-
-
-def write_config_file(path: Path, overrides: Mapping[str, Any]) -> None:
-    """Write overrides as YAML that ``--config`` accepts."""
-    Path(path).write_text(yaml.safe_dump(dict(overrides), sort_keys=False))
-
-
 def build_spec(layers: list[Mapping[str, Any]]) -> RunSpec:
-    """Merge override layers (first lowest) over the code defaults and validate the result."""
+    """Merge override layers (first lowest) over the code defaults and validate the result.
+
+    Unknown settings and values of the wrong type (:func:`build_dataclass`) or out of range
+    (:func:`validate`) raise a UserError naming the setting.
+    """
     merged: dict[str, Any] = {}
     for layer in layers:
         merged = deep_merge(merged, layer)
-    spec = _build(RunSpec, merged, "")
+    spec = build_dataclass(RunSpec, merged, "")
     validate(spec)
     return spec
 
 
 def validate(spec: RunSpec) -> None:
-    """Value checks that types alone do not express."""
+    """Value checks that types alone do not express.
+
+    ``data.ratio`` is a fraction in (0, 1], not a percentage; counts are positive; patch
+    sides are multiples of 16; contract and variant are known names. The first check that
+    fails raises a UserError.
+    """
     t, d = spec.train, spec.data
     if not 0.0 < d.ratio <= 1.0:
         raise UserError(f"--ratio {d.ratio}: must be a fraction in (0, 1], e.g. 0.2 for 20%")

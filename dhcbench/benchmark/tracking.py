@@ -1,6 +1,7 @@
-"""Run tracking behind one small interface: the :class:`Tracker` protocol, with MLflow as
-its implementation (:class:`MlflowTracker`) and an in-memory one for tests
-(:mod:`dhcbench.benchmark.memory_tracker`).
+"""Run tracking behind one small interface, the :class:`Tracker` protocol.
+
+MLflow is its implementation (:class:`dhcbench.benchmark.mlflow_tracker.MlflowTracker`),
+with an in-memory one for tests (:mod:`dhcbench.benchmark.memory_tracker`).
 
 One parent run per ``dhcbench run`` invocation and one child run per seed (linked with
 MLflow's ``mlflow.parentRunId`` tag, so ``mlflow ui`` nests them). Metrics are sent in
@@ -143,8 +144,12 @@ STALE_NOTE = {"dhcbench.note": "process ended without closing the run; marked FA
 
 
 def reap_stale_runs(tracker: Tracker) -> int:
-    """Mark the tracker's RUNNING runs whose owning process on this host is gone as FAILED
-    (what every implementation's ``reap_stale`` does); returns how many."""
+    """Mark the tracker's RUNNING runs whose owning process on this host is gone as FAILED.
+
+    This is what every implementation's ``reap_stale`` does: each such run gets a note tag
+    saying why, then ends FAILED. Runs owned by other hosts are left alone. Returns how many
+    runs were marked.
+    """
     stale = stale_runs(tracker.search("attributes.status = 'RUNNING'"))
     for run_id in stale:
         tracker.set_tags(run_id, STALE_NOTE)
@@ -172,8 +177,11 @@ def _sqlite_file(uri: str | None) -> Path | None:
 
 @contextlib.contextmanager
 def sqlite_creation_lock(uri: str | None) -> Iterator[None]:
-    """Hold an exclusive lock on ``<db>.lock`` while an SQLite store is opened (POSIX only;
-    elsewhere, and for server stores, a no-op)."""
+    """Hold an exclusive lock on ``<db>.lock`` while an SQLite store is opened.
+
+    POSIX only; elsewhere, for server stores, and while the database's folder does not exist
+    yet, a no-op. The lock file stays beside the database.
+    """
     db = _sqlite_file(uri)
     try:
         import fcntl

@@ -19,10 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from dhcbench.benchmark.callbacks import PRUNED, Callback
 from dhcbench.benchmark.planning import plan_run
 from dhcbench.benchmark.runner import Reporter, RunPruned, SeedHook, execute
 from dhcbench.benchmark.spec import deep_merge, dotted_layer, write_config_file
 from dhcbench.benchmark.tracking import ROLE, Tracker, sqlite_creation_lock
+from dhcbench.benchmark.trainer import Trainer
 from dhcbench.errors import UserError
 from dhcbench.methods import METHODS
 
@@ -33,6 +37,8 @@ DEFAULT_STORAGE = "sqlite:///optuna.db"
 
 @dataclass(frozen=True)
 class TuneResult:
+    """A finished ``tune`` call: the study, its best trial and where the YAML was written."""
+
     study: str
     best_params: dict[str, Any]
     best_value: float
@@ -86,23 +92,30 @@ def _study_run(tracker: Tracker, study: str, method: str, dataset: str, ratio: f
 
 
 class _TrialReporter(Reporter):
-    """Reports intermediate eval Dice to Optuna and stops pruned trials."""
+    """The caller's reporter, also recording the trial's MLflow run on the Optuna trial."""
 
     def __init__(self, trial: Any, base: Reporter) -> None:
         super().__init__(start_seed=base.start_seed, iteration=base.iteration,
-                         testing=base.testing, message=base.message,
-                         evaluated=self._evaluated, parent_started=self._started)
+                         evaluated=base.evaluated, testing=base.testing,
+                         message=base.message, parent_started=self._started)
         self.trial = trial
-        self.base = base
 
     def _started(self, run_id: str) -> None:
         self.trial.set_user_attr("mlflow_run_id", run_id)
 
-    def _evaluated(self, spec: Any, epoch: int, dice: float) -> None:
-        self.base.evaluated(spec, epoch, dice)
-        self.trial.report(dice, epoch)
+
+class OptunaPruning(Callback):
+    """Reports each evaluation's mean Dice (%) to an Optuna trial and stops pruned trials."""
+
+    def __init__(self, trial: Any) -> None:
+        self.trial = trial
+
+    def on_evaluation_end(self, trainer: Trainer, epoch: int, dice: np.ndarray,
+                          improved: bool) -> None:
+        """Report the mean Dice at ``epoch``; ask the trainer to stop if Optuna prunes."""
+        self.trial.report(float(dice.mean()), epoch)
         if self.trial.should_prune():
-            raise RunPruned(f"trial {self.trial.number} pruned at epoch {epoch}")
+            trainer.request_stop(PRUNED)
 
 
 def tune(
@@ -122,11 +135,11 @@ def tune(
     after_seed: Sequence[SeedHook] = (),
 ) -> TuneResult:
     """Run ``trials`` trials (adding to the study if it exists) and write the best YAML.
-    ``after_seed``: the runner's seed hooks, run in every trial.
 
-    ``seed`` is every trial's training seed; ``sampler_seed`` (default: ``seed``) seeds TPE.
-    Processes sharing a study should use different sampler seeds, or they propose the same
-    first points."""
+    ``after_seed``: the runner's seed hooks, run in every trial. ``seed`` is every trial's
+    training seed; ``sampler_seed`` (default: ``seed``) seeds TPE. Processes sharing a
+    study should use different sampler seeds, or they propose the same first points.
+    """
     import optuna
 
     if trials < 1:
@@ -162,9 +175,9 @@ def tune(
             parent = execute(plan, tracker, resume=False, report=_TrialReporter(trial, report),
                              nested_in=study_run,
                              extra_tags={"optuna.study": name, "optuna.trial": trial.number},
-                             after_seed=after_seed)
+                             after_seed=after_seed, callbacks=[OptunaPruning(trial)])
         except RunPruned as exc:
-            raise optuna.TrialPruned(str(exc)) from exc
+            raise optuna.TrialPruned(f"trial {trial.number}: {exc}") from exc
         child = tracker.children(parent)[0]
         return float(child.data.metrics["eval/best_dice_mean"])
 

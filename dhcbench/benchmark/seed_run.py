@@ -1,0 +1,207 @@
+"""One seed of a run: train it, test it and hand it to the seed hooks.
+
+:func:`run_seed` works inside a child run that :func:`dhcbench.benchmark.runner.execute`
+opened; the progress display reaches it through a :class:`Reporter`, the trainer's extra
+behaviour through callbacks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dhcbench.benchmark import checkpoint
+from dhcbench.benchmark.callbacks import Callback
+from dhcbench.benchmark.planning import (
+    RunPlan,
+    build_method,
+    labeled_counts,
+    run_name,
+    training_ids,
+)
+from dhcbench.benchmark.spec import RunSpec
+from dhcbench.benchmark.tracking import Tracker
+from dhcbench.benchmark.train_state import seed_everything
+from dhcbench.benchmark.trainer import Trainer
+from dhcbench.datasets.loaders import EvalCase, PatchSampler, centre_crops, iter_cases
+from dhcbench.evaluation.inference import predict_case
+from dhcbench.evaluation.scoring import COLUMNS, case_rows, summarise
+from dhcbench.interfaces import SetupContext
+from dhcbench.methods import METHODS
+from dhcbench.methods.base import Method
+
+
+class RunInterrupted(Exception):
+    """Training stopped on a signal; the state is saved and the runs are marked KILLED."""
+
+
+class RunPruned(Exception):
+    """A callback (the tuner's pruning) stopped training early on purpose.
+
+    The runs end FINISHED with the tag ``dhcbench.pruned=true``.
+    """
+
+
+@dataclass
+class Reporter:
+    """Callbacks for progress display (all optional; the CLI wires them to rich)."""
+
+    start_seed: Callable[[RunSpec, int], None] = lambda spec, total: None
+    iteration: Callable[[int, int], None] = lambda epoch, it: None
+    evaluated: Callable[[RunSpec, int, float], None] = lambda spec, epoch, dice: None
+    testing: Callable[[str, int, int], None] = lambda which, done, total: None
+    message: Callable[[str], None] = lambda text: None
+    parent_started: Callable[[str], None] = lambda run_id: None
+
+
+def training_sampler(spec: RunSpec, plan: RunPlan, method: Method) -> PatchSampler:
+    """The patch sampler of one seed's training, with ``method`` set up for it.
+
+    The method's :meth:`~Method.setup` receives the (K,) voxel counts of the labeled
+    ground truth, the number of unlabeled cases and the iterations per epoch.
+    """
+    data_mode = METHODS.get(spec.method.name).data_mode
+    labeled, unlabeled = training_ids(plan, data_mode)
+    sampler = PatchSampler(
+        plan.dataset, plan.dataset_spec, labeled, unlabeled,
+        batch_labeled=spec.train.batch_labeled, batch_unlabeled=spec.train.batch_unlabeled,
+        flip=spec.data.flip, seed=spec.seed, mode=data_mode,
+    )
+    method.setup(labeled_counts(plan, data_mode), SetupContext(
+        num_unlabeled=len(plan.split.unlabeled),
+        iterations_per_epoch=spec.train.iters_per_epoch or sampler.iterations_per_epoch()))
+    return sampler
+
+
+def test_method(
+    method: Method, spec: RunSpec, plan: RunPlan, device: torch.device,
+    which: str, report: Reporter,
+) -> tuple[pd.DataFrame, tuple[EvalCase, np.ndarray]]:
+    """Sliding-window predictions on the test split, scored under both contracts.
+
+    Returns the per-case, per-class table (Dice in %, ASD/HD95 in mm) and the first test
+    case with its (D, H, W) int64 prediction (for the slices figure).
+    """
+    dspec = plan.dataset_spec
+    method.eval()
+    rows: list[dict[str, object]] = []
+    ids = plan.split.test
+    first: tuple[EvalCase, np.ndarray] | None = None
+    for i, case in enumerate(iter_cases(plan.dataset, dspec, ids)):
+        pred = predict_case(method.predict, case.image, dspec, spec.eval, device,
+                            spec.train.amp)
+        rows.extend(case_rows(case.case_id, pred, case.label, dspec.class_names, case.spacing))
+        if first is None:
+            first = (case, pred)
+        report.testing(which, i + 1, len(ids))
+    assert first is not None
+    return pd.DataFrame(rows, columns=COLUMNS), first
+
+
+class ProgressCallback(Callback):
+    """Forwards the trainer's iterations and evaluations to a :class:`Reporter`."""
+
+    def __init__(self, report: Reporter, spec: RunSpec) -> None:
+        self.report = report
+        self.spec = spec
+
+    def on_iteration_end(self, trainer: Trainer) -> None:
+        """Advance the seed's progress bar."""
+        self.report.iteration(trainer.pos.epoch, trainer.pos.global_iter)
+
+    def on_evaluation_end(self, trainer: Trainer, epoch: int, dice: np.ndarray,
+                          improved: bool) -> None:
+        """Show the evaluation's mean Dice (%)."""
+        self.report.evaluated(self.spec, epoch, float(dice.mean()))
+
+
+@dataclass(frozen=True)
+class SeedReport:
+    """What a finished seed hands the hooks of :func:`execute`.
+
+    Its (still open) run, spec, plan, test metrics and the first test case with its
+    (D, H, W) int64 prediction.
+    """
+
+    tracker: Tracker
+    run_id: str
+    spec: RunSpec
+    plan: RunPlan
+    metrics: Mapping[str, float]
+    example: tuple[EvalCase, np.ndarray]
+
+
+#: Called after a seed is tested, before its run is closed (e.g. to log its figures:
+#: ``dhcbench.reports.run_figures.log_run_figures``, which the command line passes in).
+SeedHook = Callable[[SeedReport], None]
+
+
+def run_seed(
+    spec: RunSpec,
+    plan: RunPlan,
+    tracker: Tracker,
+    run_id: str,
+    ckpt_dir: Path,
+    resume: bool,
+    report: Reporter,
+    after_seed: Sequence[SeedHook] = (),
+    callbacks: Sequence[Callback] = (),
+) -> dict[str, float]:
+    """Train and test one seed inside its (open) child run; returns its test metrics.
+
+    ``callbacks`` are passed to the trainer after the progress display.
+    """
+    dspec = plan.dataset_spec
+    seed_everything(spec.seed)
+    method = build_method(spec, dspec)
+    sampler = training_sampler(spec, plan, method)
+    trainer = Trainer(
+        spec.train, method, sampler, centre_crops(plan.dataset, dspec, plan.split.eval),
+        dspec.class_names, ckpt_dir,
+        log=lambda metrics, step: tracker.log_metrics(run_id, metrics, step),
+        callbacks=[ProgressCallback(report, spec), *callbacks],
+    )
+    device = trainer.device
+    last = ckpt_dir / checkpoint.LAST
+    if resume and last.is_file():
+        trainer.load_state_dict(checkpoint.load(last))
+        report.message(f"{run_name(spec, spec.seed)}: resumed at epoch {trainer.pos.epoch},"
+                       f" iteration {trainer.pos.index}")
+    report.start_seed(spec, trainer.total_iterations())
+    result = trainer.fit()
+    if result.interrupted:
+        raise RunInterrupted(f"{run_name(spec, spec.seed)} interrupted by"
+                             f" {trainer.stop.signal_name or 'a signal'}")
+    if result.pruned:
+        raise RunPruned(f"{run_name(spec, spec.seed)} pruned at epoch {result.last_epoch}")
+    tracker.set_tags(run_id, {"best_epoch": result.best_epoch,
+                              "stopped_early": result.stopped_early})
+    metrics: dict[str, float] = {"eval/best_dice_mean": result.best_dice,
+                                 "train/iterations": result.iterations}
+    if not spec.eval.run_test:
+        tracker.log_metrics(run_id, metrics, step=max(result.last_epoch, 0))
+        tracker.set_tags(run_id, {"dhcbench.test": "skipped (eval.run_test=false)"})
+        return metrics
+    tables: dict[str, pd.DataFrame] = {}
+    if spec.eval.test_last:
+        tables["last"], _ = test_method(method, spec, plan, device, "last", report)
+        metrics.update(summarise(tables["last"], "test_last"))
+    best_path = ckpt_dir / checkpoint.BEST
+    if best_path.is_file():
+        method.load_state_dict(checkpoint.load(best_path)["method"])
+        method.to(device)
+    tables["best"], example = test_method(method, spec, plan, device, "best", report)
+    metrics.update(summarise(tables["best"], "test"))
+    tracker.log_metrics(run_id, metrics, step=max(result.last_epoch, 0))
+    for which, table in tables.items():
+        tracker.log_text(run_id, table.to_csv(index=False), f"metrics/test_cases_{which}.csv")
+    if spec.tracking.log_checkpoint and best_path.is_file():
+        tracker.log_artifact(run_id, best_path, "checkpoint")
+    for hook in after_seed:
+        hook(SeedReport(tracker, run_id, spec, plan, metrics, example))
+    return metrics
