@@ -24,17 +24,26 @@ from dhcbench.errors import UserError
 # -- layers -----------------------------------------------------------------------------------
 
 
-def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any], _where: str = ""
+               ) -> dict[str, Any]:
     """Merge two layers recursively; ``override`` wins.
 
     Nested mappings merge key by key at every depth, the free-form ones (``method.kwargs``,
-    ``data.options``) too; any other value of ``override`` replaces that of ``base``. Neither
-    argument is modified.
+    ``data.options``) too; any other value of ``override`` replaces that of ``base``. A
+    mapping never meets a scalar: a section such as ``train`` that is a mapping in one
+    layer and a scalar in the other is a UserError naming it (else the scalar would drop
+    the other layer's settings without a word). Neither argument is modified.
     """
     out = dict(base)
     for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_merge(out[key], value)
+        where = f"{_where}.{key}" if _where else str(key)
+        old = out.get(key)
+        if isinstance(value, Mapping) and isinstance(old, Mapping):
+            out[key] = deep_merge(old, value, where)
+        elif key in out and (isinstance(value, Mapping) != isinstance(old, Mapping)
+                             and old is not None and value is not None):
+            scalar = old if isinstance(value, Mapping) else value
+            raise UserError(f"{where}: expected a mapping of settings, got {scalar!r}")
         else:
             out[key] = value
     return out

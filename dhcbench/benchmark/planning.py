@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import subprocess
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from dhcbench import __version__
-from dhcbench.benchmark.spec import RunSpec, build_spec, spec_key
+from dhcbench.benchmark.spec import RunSpec, build_spec, check_layer, check_seed, spec_key
 from dhcbench.benchmark.tracking import KEY, ROLE
 from dhcbench.datasets import DATASETS, DatasetSpec, data_root
 from dhcbench.datasets.splits import Split, ratio_tag, resolve_split
@@ -63,8 +63,13 @@ def git_sha() -> str:
 
 
 def seed_list(seeds: int, explicit: Sequence[int] | None) -> list[int]:
-    """``--seeds N``: the paper's seeds 0, 1, 666 first, then 2, 3, …; ``--seed-list`` wins."""
+    """``--seeds N``: the paper's seeds 0, 1, 666 first, then 2, 3, …; ``--seed-list`` wins.
+
+    Every seed is checked (:func:`dhcbench.benchmark.spec.check_seed`) before any is used.
+    """
     if explicit:
+        for seed in explicit:
+            check_seed(seed, f"--seed-list {','.join(map(str, explicit))}")
         if len(set(explicit)) != len(explicit):
             raise UserError(f"--seed-list {list(explicit)}: seeds repeat")
         return list(explicit)
@@ -80,13 +85,21 @@ def seed_list(seeds: int, explicit: Sequence[int] | None) -> list[int]:
 
 
 def _check_writable(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".write-test-{uuid.uuid4().hex[:8]}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(f"{folder}: output folder cannot be written ({exc.strerror})") from exc
+    """A UserError unless ``folder`` can be created or written; creates nothing.
+
+    An existing folder must be writable; a missing one needs its nearest existing ancestor
+    to be a writable folder.
+    """
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    problem = None
+    if not existing.is_dir():
+        problem = f"{existing} is not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"no write permission on {existing}"
+    if problem:
+        raise UserError(f"{folder}: output folder cannot be written ({problem})")
 
 
 def resolve_specs(
@@ -196,14 +209,31 @@ def build_method(spec: RunSpec, dspec: DatasetSpec) -> Method:
     )
 
 
+def check_method(spec: RunSpec) -> None:
+    """Build the spec's method once, at toy size, to check its variant and keyword arguments.
+
+    For suites, whose jobs are planned (and their dataset opened) only when they run: a bad
+    ``method.kwargs`` value is a UserError before any job starts. The build uses three
+    classes and 2-filter networks; the arguments' checks do not depend on the geometry.
+    """
+    METHODS.get(spec.method.name).build(
+        num_classes=3, in_channels=1, base_filters=2, variant=spec.method.variant,
+        kwargs=spec.method.kwargs,
+    )
+
+
 def default_layers(config: Path | None, overrides: Sequence[str]) -> list[dict[str, Any]]:
-    """The user's override layers: the YAML file first, then each ``--set``."""
+    """The user's override layers: the YAML file first, then each ``--set``.
+
+    Each layer is checked on its own (:func:`dhcbench.benchmark.spec.check_layer`), so an
+    error names the file or the ``--set`` it comes from.
+    """
     from dhcbench.benchmark.spec import load_config_file, parse_assignment
 
     layers: list[dict[str, Any]] = []
     if config is not None:
-        layers.append(load_config_file(config))
-    layers.extend(parse_assignment(o) for o in overrides)
+        layers.append(check_layer(load_config_file(config), str(config)))
+    layers.extend(check_layer(parse_assignment(o), f"--set {o!r}") for o in overrides)
     return layers
 
 

@@ -22,6 +22,9 @@ from dhcbench.benchmark.overrides import dotted_layer as dotted_layer
 from dhcbench.benchmark.overrides import load_config_file as load_config_file
 from dhcbench.benchmark.overrides import parse_assignment as parse_assignment
 from dhcbench.benchmark.overrides import write_config_file as write_config_file
+from dhcbench.benchmark.validation import MAX_SEED as MAX_SEED
+from dhcbench.benchmark.validation import check_seed as check_seed
+from dhcbench.benchmark.validation import validate
 from dhcbench.errors import UserError
 
 #: The paper's seeds (reference §9, issue #7 of the reference repository).
@@ -208,35 +211,19 @@ def build_spec(layers: list[Mapping[str, Any]]) -> RunSpec:
     return spec
 
 
-def validate(spec: RunSpec) -> None:
-    """Value checks that types alone do not express.
+def check_layer(layer: Any, where: str) -> dict[str, Any]:
+    """One override layer checked on its own, before it is merged with any other.
 
-    ``data.ratio`` is a fraction in (0, 1], not a percentage; counts are positive; patch
-    sides are multiples of 16; contract and variant are known names. The first check that
-    fails raises a UserError.
+    Every key must be a setting and every value must take its setting's type; in
+    particular a section (``train``, ``method.kwargs`` …) must be a mapping, so that a
+    scalar in its place cannot silently drop the settings of a lower layer. A problem is a
+    UserError that starts with ``where``, the layer's source (a file, a ``--set``).
+    Returns the layer as a dict.
     """
-    t, d = spec.train, spec.data
-    if not 0.0 < d.ratio <= 1.0:
-        raise UserError(f"--ratio {d.ratio}: must be a fraction in (0, 1], e.g. 0.2 for 20%")
-    for name in ("epochs", "batch_labeled", "batch_unlabeled", "eval_interval", "base_filters"):
-        if getattr(t, name) < (0 if name == "epochs" else 1):
-            raise UserError(f"train.{name} must be positive, got {getattr(t, name)}")
-    if t.lr <= 0:
-        raise UserError(f"train.lr must be positive, got {t.lr}")
-    if t.iters_per_epoch is not None and t.iters_per_epoch < 1:
-        raise UserError("train.iters_per_epoch must be >= 1 (or null for the reference's)")
-    if t.patience is not None and t.patience < 1:
-        raise UserError("train.patience must be >= 1 (or null: no early stopping)")
-    if d.patch_size is not None and any(p < 16 or p % 16 for p in d.patch_size):
-        raise UserError(
-            f"data.patch_size {d.patch_size}: every side must be a multiple of 16"
-            " (the V-Net downsamples four times)"
-        )
-    if spec.eval.contract not in ("dhc", "rigorous"):
-        raise UserError(f"eval.contract must be dhc or rigorous, got {spec.eval.contract!r}")
-    if spec.eval.window_batch < 1:
-        raise UserError("eval.window_batch must be >= 1")
-    if spec.method.variant not in ("reference", "paper", "fixed"):
-        raise UserError(
-            f"method.variant must be reference, paper or fixed, got {spec.method.variant!r}"
-        )
+    if not isinstance(layer, Mapping):
+        raise UserError(f"{where}: expected a mapping of settings, got {layer!r}")
+    try:
+        build_dataclass(RunSpec, layer, "")
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from None
+    return dict(layer)

@@ -44,8 +44,15 @@ from dhcbench.benchmark.executors import worker_slots as worker_slots
 from dhcbench.benchmark.jobs import Job as Job
 from dhcbench.benchmark.jobs import job_states as job_states
 from dhcbench.benchmark.jobs import run_job as run_job
-from dhcbench.benchmark.planning import resolve_specs
-from dhcbench.benchmark.spec import deep_merge, dotted_layer, spec_key
+from dhcbench.benchmark.planning import check_method, resolve_specs
+from dhcbench.benchmark.spec import (
+    MAX_SEED,
+    check_layer,
+    check_seed,
+    deep_merge,
+    dotted_layer,
+    spec_key,
+)
 from dhcbench.errors import UserError
 
 SUITE_KEYS = {"name", "experiment", "defaults", "group", "description"}
@@ -72,12 +79,30 @@ def shipped_suites() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
-def _layer(settings: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """``{"train.lr": 0.01}`` (dotted keys, typed TOML values) -> a nested override layer."""
+def _layer(settings: Any, where: str) -> dict[str, Any]:
+    """``{"train.lr": 0.01}`` (dotted keys, typed TOML values) -> a nested override layer.
+
+    The table must be a TOML table; the layer is checked on its own
+    (:func:`dhcbench.benchmark.spec.check_layer`), errors naming ``where``.
+    """
+    if not isinstance(settings, Mapping):
+        raise UserError(f"{where}: expected a table of settings, got {settings!r}")
     layer: dict[str, Any] = {}
     for key, value in settings.items():
-        layer = deep_merge(layer, dotted_layer(key, value, where))
-    return layer
+        try:
+            layer = deep_merge(layer, dotted_layer(key, value, where))
+        except UserError as exc:
+            raise UserError(exc.args[0] if str(exc).startswith(where)
+                            else f"{where}: {exc}") from None
+    return check_layer(layer, where)
+
+
+def _text(data: Mapping[str, Any], key: str, default: str, source: str) -> str:
+    """The suite's top-level ``key`` as non-empty text (``default`` when absent)."""
+    value = data.get(key, default)
+    if not isinstance(value, str) or not value.strip():
+        raise UserError(f"{source}: {key!r} must be non-empty text, got {value!r}")
+    return value
 
 
 def load_suite(ref: str) -> Suite:
@@ -85,17 +110,20 @@ def load_suite(ref: str) -> Suite:
 
     ``ref`` is a path to a TOML file or the name of a shipped suite (:func:`shipped_suites`).
     The suite's name defaults to the file's stem and its experiment to ``dhcbench``. Any
-    problem (no such suite, invalid TOML, an unknown or missing key, a bad setting) is a
-    UserError naming the suite and, where it applies, the group (counted from 1).
+    problem (no such suite, invalid TOML, an unknown or missing key, a value of the wrong
+    type or out of range, a bad setting) is a UserError naming the suite and, where it
+    applies, the group (counted from 1).
     """
     data, source = _read_suite(ref)
     _refuse_unknown(data, SUITE_KEYS, source)
     groups = data.get("group", [])
+    if not isinstance(groups, list) or not all(isinstance(g, Mapping) for g in groups):
+        raise UserError(f"{source}: 'group' must be an array of tables ([[group]])")
     if not groups:
         raise UserError(f"{source}: no [[group]] of runs")
     defaults = _layer(data.get("defaults", {}), f"{source} [defaults]")
-    suite = Suite(str(data.get("name", Path(ref).stem)),
-                  str(data.get("experiment", "dhcbench")), source=source)
+    suite = Suite(_text(data, "name", Path(ref).stem, source),
+                  _text(data, "experiment", "dhcbench", source), source=source)
     for i, group in enumerate(groups):
         suite.jobs.extend(_group_jobs(group, f"{source} group {i + 1}", defaults,
                                       suite.experiment))
@@ -127,6 +155,34 @@ def _refuse_unknown(table: Mapping[str, Any], valid: set[str], where: str) -> No
                         f" (valid: {', '.join(sorted(valid))})")
 
 
+def _entries(group: Mapping[str, Any], key: str, where: str) -> list[Any]:
+    """A group's ``key``: a non-empty array of values of the key's type, checked.
+
+    ``methods`` and ``datasets`` are names, ``ratios`` numbers in (0, 1] and ``seeds``
+    non-negative integers; repeated values are refused.
+    """
+    values = group.get(key)
+    if not isinstance(values, list) or not values:
+        raise UserError(f"{where}: {key!r} must be a non-empty array, got {values!r}")
+    for value in values:
+        bad = ""
+        if key in ("methods", "datasets"):
+            bad = "" if isinstance(value, str) and value.strip() else "a name"
+        elif key == "ratios":
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            bad = "" if ok and 0 < value <= 1 else "a fraction in (0, 1], e.g. 0.2"
+        elif key == "seeds":
+            try:
+                check_seed(value, key)
+            except UserError:
+                bad = f"an integer in [0, {MAX_SEED}]"
+        if bad:
+            raise UserError(f"{where}: {key} entry {value!r} is not {bad}")
+    if len(set(map(str, values))) != len(values):
+        raise UserError(f"{where}: {key!r} repeats a value ({values!r})")
+    return values
+
+
 def _group_jobs(group: Mapping[str, Any], where: str, defaults: Mapping[str, Any],
                 experiment: str) -> list[Job]:
     """The jobs of one ``[[group]]``, each with its resolved and validated spec's key.
@@ -137,13 +193,21 @@ def _group_jobs(group: Mapping[str, Any], where: str, defaults: Mapping[str, Any
     missing = [k for k in ("methods", "datasets", "ratios", "seeds") if k not in group]
     if missing:
         raise UserError(f"{where}: missing {missing[0]!r}")
-    layers = (defaults, _layer(group.get("set", {}), where),
+    axes = [_entries(group, k, where) for k in ("methods", "datasets", "ratios", "seeds")]
+    layers = (defaults, _layer(group.get("set", {}), f"{where} [group.set]"),
               {"tracking": {"experiment": experiment}})
     jobs = []
-    for method, dataset, ratio, seed in product(group["methods"], group["datasets"],
-                                                group["ratios"], group["seeds"]):
-        (spec,) = resolve_specs(str(method), str(dataset), float(ratio), [int(seed)],
-                                list(layers))
-        jobs.append(Job(spec.method.name, str(dataset), float(ratio), int(seed),
-                        layers, spec_key(spec, with_seed=True)))
+    checked: set[str] = set()
+    for method, dataset, ratio, seed in product(*axes):
+        try:
+            (spec,) = resolve_specs(method, dataset, float(ratio), [seed], list(layers))
+            built = repr((spec.method.name, spec.method.variant, spec.method.kwargs))
+            if built not in checked:  # one build per method and arguments
+                check_method(spec)
+                checked.add(built)
+        except UserError as exc:
+            raise UserError(f"{where} ({method}, {dataset}, {ratio:g}, seed {seed}): {exc}"
+                            ) from None
+        jobs.append(Job(spec.method.name, dataset, float(ratio), seed, layers,
+                        spec_key(spec, with_seed=True)))
     return jobs

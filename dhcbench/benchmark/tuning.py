@@ -14,7 +14,7 @@ accepts.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ import numpy as np
 from dhcbench.benchmark.callbacks import PRUNED, Callback
 from dhcbench.benchmark.planning import plan_run
 from dhcbench.benchmark.runner import Reporter, RunPruned, SeedHook, execute
-from dhcbench.benchmark.spec import deep_merge, dotted_layer, write_config_file
+from dhcbench.benchmark.spec import check_seed, deep_merge, dotted_layer, write_config_file
 from dhcbench.benchmark.tracking import ROLE, Tracker, sqlite_creation_lock
 from dhcbench.benchmark.trainer import Trainer
 from dhcbench.errors import UserError
@@ -45,6 +45,38 @@ class TuneResult:
     trials: int
     config_path: Path
     study_run_id: str
+
+
+def check_storage(storage: str | None) -> str:
+    """The Optuna storage URL (default :data:`DEFAULT_STORAGE`), checked without opening it.
+
+    It must be a database URL SQLAlchemy can parse with an installed driver; an SQLite
+    file must go into an existing writable folder. A UserError names ``--storage``
+    otherwise. Creates nothing; returns the URL.
+    """
+    import os
+
+    url = storage or DEFAULT_STORAGE
+    try:
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+        parsed.get_dialect()
+    except Exception as exc:  # ArgumentError, NoSuchModuleError, a missing driver
+        raise UserError(f"--storage {url}: not a usable database URL ({type(exc).__name__}:"
+                        f" {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if parsed.get_backend_name() == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            raise UserError(f"--storage {url}: an in-memory SQLite study is lost at exit;"
+                            " use sqlite:///<file>")
+        db = Path(parsed.database)
+        folder = db.parent
+        if db.exists() and not db.is_file():
+            raise UserError(f"--storage {url}: {db} is not an SQLite file")
+        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+            raise UserError(f"--storage {url}: the folder {folder} does not exist or cannot"
+                            " be written")
+    return url
 
 
 def search_space(method: str, params: Sequence[str] | None) -> dict[str, tuple]:
@@ -123,7 +155,7 @@ def tune(
     dataset: str,
     ratio: float,
     trials: int,
-    tracker: Tracker,
+    tracker: Tracker | Callable[[], Tracker],
     layers: Sequence[Mapping[str, Any]] = (),
     params: Sequence[str] | None = None,
     storage: str | None = None,
@@ -136,14 +168,20 @@ def tune(
 ) -> TuneResult:
     """Run ``trials`` trials (adding to the study if it exists) and write the best YAML.
 
-    ``after_seed``: the runner's seed hooks, run in every trial. ``seed`` is every trial's
-    training seed; ``sampler_seed`` (default: ``seed``) seeds TPE. Processes sharing a
-    study should use different sampler seeds, or they propose the same first points.
+    ``tracker`` is the tracker, or a function that opens it: it is called once every input
+    is checked and the study opened, so bad input creates no MLflow store. ``after_seed``:
+    the runner's seed hooks, run in every trial. ``seed`` is every trial's training seed;
+    ``sampler_seed`` (default: ``seed``) seeds TPE. Processes sharing a study should use
+    different sampler seeds, or they propose the same first points.
     """
     import optuna
 
     if trials < 1:
         raise UserError(f"--trials {trials}: need at least one trial")
+    check_seed(seed, "--seed")
+    if sampler_seed is not None:
+        check_seed(sampler_seed, "--sampler-seed")
+    storage = check_storage(storage)
     key = METHODS.canonical(method)
     space = search_space(key, params)
     if not space:
@@ -155,18 +193,20 @@ def tune(
     plan_run(key, dataset, ratio, [seed], base_layers)
     optuna.logging.set_verbosity(logging.WARNING)
     try:
-        with sqlite_creation_lock(storage or DEFAULT_STORAGE):
+        with sqlite_creation_lock(storage):
             study = optuna.create_study(
-                study_name=name, storage=storage or DEFAULT_STORAGE, load_if_exists=True,
+                study_name=name, storage=storage, load_if_exists=True,
                 direction="maximize", sampler=optuna.samplers.TPESampler(
                     seed=seed if sampler_seed is None else sampler_seed),
                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
             )
     except Exception as exc:  # storage URLs fail in many ways (driver, auth, network)
-        raise UserError(f"--storage {storage or DEFAULT_STORAGE}: cannot open the Optuna"
-                        f" storage ({type(exc).__name__}: {exc})") from exc
+        raise UserError(f"--storage {storage}: cannot open the Optuna storage"
+                        f" ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
+    if not hasattr(tracker, "start_run"):  # a function that opens the tracker
+        tracker = tracker()  # type: ignore[operator]
     study_run = _study_run(tracker, name, key, dataset, ratio)
-    tracker.set_tags(study_run, {"optuna.storage": _redact(storage or DEFAULT_STORAGE)})
+    tracker.set_tags(study_run, {"optuna.storage": _redact(storage)})
 
     def objective(trial: optuna.Trial) -> float:
         values = {p: suggest(trial, p, space[p]) for p in space}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import typer
@@ -47,11 +48,32 @@ def parse_dataset(text: str) -> tuple[str, dict]:
     return name, ({"name": option} if option else {})
 
 
+def check_out_folder(folder: Path, option: str, exists: bool = False) -> None:
+    """A UserError unless ``folder`` is, or can be created as, a writable folder.
+
+    Creates nothing: a missing folder needs its nearest existing ancestor to be a writable
+    folder (with ``exists``, the folder itself must exist). The message names ``option``.
+    """
+    if exists and not folder.is_dir():
+        raise UserError(f"{option} {folder}: no such folder")
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{option} {folder}: cannot be a folder ({existing} is a file)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {folder}: cannot be written (no write permission on"
+                        f" {existing})")
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     """Print ``error: <message>`` on stderr and exit with ``code``.
 
-    The message is printed as is (no rich markup) and not wrapped, so it stays one line.
+    The message is printed as is (no rich markup) and not wrapped, so it stays one line; a
+    message of several lines (a library's) is joined into one.
     """
+    if "\n" in message:
+        message = " ".join(line.strip() for line in message.splitlines() if line.strip())
     err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 

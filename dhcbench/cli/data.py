@@ -111,8 +111,12 @@ def splits_show(
     data: Annotated[Path | None, typer.Option(help="Data root (default $DHCBENCH_DATA or ./dhcbench-data).")] = None,
 ) -> None:
     """Print a split: its lists, SHA-256 and the labeled set's per-class voxel counts."""
+    from dhcbench.benchmark.spec import check_seed
     from dhcbench.datasets.split_report import show
 
+    if ratio is not None and not 0.0 < ratio <= 1.0:
+        raise UserError(f"--ratio {ratio}: must be a fraction in (0, 1], e.g. 0.2 for 20%")
+    check_seed(split_seed, "--split-seed")
     options = {"profile": profile} if profile else {}
     for view in show(name, ratio, split_seed, options, data):
         console.print(f"[bold]{view.title}[/bold]  sha256 {view.sha256}")

@@ -8,7 +8,15 @@ from typing import Annotated, Any
 
 import typer
 
-from dhcbench.cli.common import app, console, interrupted, parse_dataset, user_errors
+from dhcbench.cli.common import (
+    app,
+    check_out_folder,
+    console,
+    interrupted,
+    parse_dataset,
+    user_errors,
+)
+from dhcbench.cli.store import check_writable_store, existing_tracker, open_store
 from dhcbench.errors import UserError
 
 
@@ -34,7 +42,6 @@ def run(
     from dhcbench.benchmark.planning import seed_list as make_seeds
     from dhcbench.benchmark.progress import RichReporter
     from dhcbench.benchmark.runner import RunInterrupted, execute
-    from dhcbench.benchmark.tracking import open_tracker
     from dhcbench.reports.run_figures import log_run_figures
 
     try:
@@ -44,6 +51,8 @@ def run(
                 explicit = [int(s) for s in seed_list.replace(" ", "").split(",") if s]
             except ValueError:
                 raise UserError(f"--seed-list {seed_list!r}: expected integers like 0,1,666") from None
+            if not explicit:
+                raise UserError(f"--seed-list {seed_list!r}: expected integers like 0,1,666")
         seeds_ = make_seeds(seeds, explicit)
         dataset, dataset_options = parse_dataset(dataset)
         layers = default_layers(config, set_ or [])
@@ -63,7 +72,8 @@ def run(
         with reporter:
             plan = plan_run(method, dataset, ratio, seeds_, layers, reporter.preparing)
             spec = plan.specs[0]
-            tracker = open_tracker(spec.tracking.uri, spec.tracking.experiment)
+            # Every input is checked; only now is the store opened (or created).
+            tracker = open_store(spec.tracking.uri, spec.tracking.experiment)
             reporter.message(
                 f"{spec.method.name} on {spec.data.name} {ratio:g}: "
                 f"{len(plan.split.labeled)} labeled / {len(plan.split.unlabeled)} unlabeled,"
@@ -97,22 +107,39 @@ def tune(
     """Optuna study (TPE, median pruning) of a method's hyper-parameters on the eval split."""
     from dhcbench.benchmark.planning import default_layers
     from dhcbench.benchmark.progress import RichReporter
-    from dhcbench.benchmark.tracking import open_tracker
+    from dhcbench.benchmark.spec import check_seed
+    from dhcbench.benchmark.tuning import check_storage, search_space
     from dhcbench.benchmark.tuning import tune as run_tune
     from dhcbench.reports.run_figures import log_run_figures
 
+    # Every option is checked before the Optuna storage or the MLflow store is touched.
+    if trials < 1:
+        raise UserError(f"--trials {trials}: need at least one trial")
+    check_seed(seed, "--seed")
+    if sampler_seed is not None:
+        check_seed(sampler_seed, "--sampler-seed")
+    if study is not None and not study.strip():
+        raise UserError("--study: the study name must not be empty")
+    if not experiment.strip():
+        raise UserError("--experiment: the experiment name must not be empty")
+    param_list = [p.strip() for p in params.split(",")] if params is not None else None
+    if param_list is not None and not all(param_list):
+        raise UserError(f"--params {params!r}: expected names like beta,alpha,tau,lr,lambda")
+    search_space(method, param_list)
+    check_storage(storage)
+    check_out_folder(out, "--out", exists=True)
     name, options = parse_dataset(dataset)
     layers = default_layers(config, set_ or [])
     cli_layer: dict = {"data": {"options": options}} if options else {}
     if epochs is not None:
         cli_layer["train"] = {"epochs": epochs}
     layers.append(cli_layer)
-    tracker = open_tracker(None, experiment)
+    check_writable_store(None)
     reporter = RichReporter(console)
     with reporter:
-        result = run_tune(method, name, ratio, trials, tracker, layers,
-                          [p.strip() for p in params.split(",")] if params else None,
-                          storage, study, seed, out, reporter, sampler_seed,
+        result = run_tune(method, name, ratio, trials,
+                          functools.partial(open_store, None, experiment), layers,
+                          param_list, storage, study, seed, out, reporter, sampler_seed,
                           after_seed=[log_run_figures])
     console.print(f"study {result.study}: {result.trials} trial(s); best eval Dice"
                   f" {result.best_value:.2f} % with {result.best_params};"
@@ -138,18 +165,23 @@ def sweep(
     from dhcbench.benchmark.progress import RichReporter
     from dhcbench.benchmark.runner import RunInterrupted
     from dhcbench.benchmark.sweep import job_states, load_suite, run_job, run_local, submit
-    from dhcbench.benchmark.tracking import open_tracker
     from dhcbench.reports.run_figures import log_run_figures
 
     try:
-        if executor not in ("local", "slurm"):
-            raise UserError(f"--executor {executor!r}: use local or slurm")
-        if workers is not None and workers < 1:
-            raise UserError(f"--workers {workers}: needs at least 1")
+        _check_sweep_options(executor, workers, time, max_parallel, cpus_per_task, partition)
         plan = load_suite(suite)
-        tracker = open_tracker(None, plan.experiment)
-        tracker.reap_stale()
-        states = job_states(tracker, plan.jobs)
+        if dry_run:  # a dry run reads the store if there is one, and creates nothing
+            tracker = existing_tracker(None, plan.experiment)
+            states = (job_states(tracker, plan.jobs) if tracker is not None
+                      else {j.key: "new" for j in plan.jobs})
+        else:
+            if executor == "slurm":
+                check_out_folder(logs, "--logs")
+            if show_table:
+                check_out_folder(Path("dhcbench-results"), "--table")
+            tracker = open_store(None, plan.experiment)
+            tracker.reap_stale()
+            states = job_states(tracker, plan.jobs)
         counts = {k: sum(1 for v in states.values() if v == k) for k in ("done", "resume", "new")}
         console.print(f"suite {plan.name} ({plan.source}): {len(plan.jobs)} runs —"
                       f" {counts['done']} done, {counts['resume']} to resume, {counts['new']} new;"
@@ -190,6 +222,21 @@ def sweep(
     except (RunInterrupted, KeyboardInterrupt) as exc:
         interrupted(exc, "queued runs cancelled, running ones marked KILLED. Run the same"
                          " sweep again to resume.")
+
+
+def _check_sweep_options(executor: str, workers: int | None, time: int, max_parallel: int,
+                         cpus_per_task: int, partition: str | None) -> None:
+    """The ``sweep`` options checked before the suite is read; a UserError names the first bad one."""
+    if executor not in ("local", "slurm"):
+        raise UserError(f"--executor {executor!r}: use local or slurm")
+    if workers is not None and workers < 1:
+        raise UserError(f"--workers {workers}: needs at least 1")
+    for option, value in (("--time", time), ("--max-parallel", max_parallel),
+                          ("--cpus-per-task", cpus_per_task)):
+        if value < 1:
+            raise UserError(f"{option} {value}: needs at least 1")
+    if partition is not None and not partition.strip():
+        raise UserError("--partition: the partition name must not be empty")
 
 
 @app.command()

@@ -11,6 +11,7 @@ continues exactly.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -159,13 +160,16 @@ class MethodInfo:
                 f" (valid: {', '.join(sorted(self.defaults)) or 'none'})"
             )
         args = {**self.defaults, **kwargs}
-        return self.factory(
-            num_classes=num_classes,
-            in_channels=in_channels,
-            base_filters=base_filters,
-            variant=variant,
-            **args,
-        )
+        try:
+            return self.factory(
+                num_classes=num_classes,
+                in_channels=in_channels,
+                base_filters=base_filters,
+                variant=variant,
+                **args,
+            )
+        except ValueError as exc:  # a keyword argument the method's parts refuse
+            raise UserError(f"method {self.key!r}: bad method.kwargs ({exc})") from exc
 
 
 FAMILIES = ("bound", "general", "imbalance", "ours", "ablation")
@@ -236,6 +240,33 @@ def register_semi_supervised(key: str, factory: Callable[..., Method] | None = N
     ``search_space`` is among ``fields``; used like :func:`register_method`.
     """
     return register_method(key, factory, **{"search_space": LR_LAMBDA_SPACE, **fields})
+
+
+def check_kwarg(name: str, value: Any, *, integer: bool = False, low: float | None = None,
+                high: float | None = None, low_open: bool = False, high_open: bool = False
+                ) -> None:
+    """A UserError naming ``method.kwargs.<name>`` unless ``value`` is a number in range.
+
+    ``integer`` asks for an int; ``low``/``high`` bound the value, excluded when
+    ``low_open``/``high_open``. Bools, text and non-finite numbers are refused.
+    """
+    kinds = (int,) if integer else (int, float)
+    ok = isinstance(value, kinds) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        lo = "" if low is None else f"{'(' if low_open else '['}{low:g}"
+        hi = "" if high is None else f"{high:g}{')' if high_open else ']'}"
+        if low is not None and high is not None:
+            want = f"in {lo}, {hi}"
+        elif low is not None:
+            want = f"{'>' if low_open else '>='} {low:g}"
+        else:
+            want = f"{'<' if high_open else '<='} {high:g}"
+        kind = "an integer" if integer else "a number"
+        raise UserError(f"method.kwargs.{name} must be {kind} {want}, got {value!r}")
 
 
 def keyword_defaults(func: Callable[..., Any], skip: tuple[str, ...]) -> dict[str, Any]:

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from dhcbench.methods.base import LR_LAMBDA_SPACE, METHODS, one_line, register_method
+from dhcbench.methods.base import (
+    LR_LAMBDA_SPACE,
+    METHODS,
+    check_kwarg,
+    one_line,
+    register_method,
+)
 from dhcbench.methods.cotraining import Branch, CoTraining
 from dhcbench.methods.weighting import WEIGHTINGS, WeightingStrategy
 from dhcbench.registry import Registry
@@ -44,8 +50,12 @@ def make_dhc(
     """DHC (Wang & Li, MICCAI 2023): DiffDW (α, τ) on branch A, DistDW (β) on branch B.
 
     Both V-Nets are Kaiming-initialised (reference §7). ``sup_loss`` and ``unsup_loss`` as
-    in :class:`CoTraining` (``auto``: by variant).
+    in :class:`CoTraining` (``auto``: by variant). β must lie in (0, 1), α be > 0 and τ an
+    integer >= 1 (a UserError naming the setting otherwise).
     """
+    check_kwarg("beta", beta, low=0.0, high=1.0, low_open=True, high_open=True)
+    check_kwarg("alpha", alpha, low=0.0, low_open=True)
+    check_kwarg("tau", tau, integer=True, low=1)
     return CoTraining(
         num_classes=num_classes,
         in_channels=in_channels,
