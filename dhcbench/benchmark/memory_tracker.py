@@ -22,8 +22,10 @@ from typing import Any
 
 from dhcbench.benchmark.tracking import (
     PARENT,
+    heartbeat_tags,
     owner_tags,
     reap_stale_runs,
+    resume_cleanup,
     weight_series,
 )
 from dhcbench.errors import UserError
@@ -88,10 +90,17 @@ class MemoryTracker:
         return run_id
 
     def reopen(self, run_id: str) -> None:
-        """RUNNING again, owned by this process."""
+        """RUNNING again, owned by this process, without the stale note or old heartbeat."""
         run = self._run(run_id)
+        for key in resume_cleanup(run.data.tags):
+            del run.data.tags[key]
         run.info.status, run.info.end_time = "RUNNING", None
         run.data.tags.update(owner_tags())
+
+    def heartbeat(self, run_id: str) -> None:
+        """The current UTC time as ``dhcbench.heartbeat``, plus any missing owner tags."""
+        run = self._run(run_id)
+        run.data.tags.update(heartbeat_tags(run.data.tags))
 
     def end(self, run_id: str, status: str) -> None:
         """``FINISHED``, ``FAILED`` or ``KILLED``."""

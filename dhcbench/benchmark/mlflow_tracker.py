@@ -1,4 +1,8 @@
-"""The MLflow implementation of :class:`dhcbench.benchmark.tracking.Tracker`."""
+"""The MLflow implementation of :class:`dhcbench.benchmark.tracking.Tracker`.
+
+A local SQLite store is created and repaired by :mod:`dhcbench.benchmark.sqlite_store`
+before this class opens it.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,10 @@ from typing import Any
 
 from dhcbench.benchmark.tracking import (
     PARENT,
+    heartbeat_tags,
     owner_tags,
     reap_stale_runs,
+    resume_cleanup,
     weight_series,
 )
 from dhcbench.errors import UserError
@@ -25,6 +31,7 @@ class MlflowTracker:
 
         self.uri = uri or mlflow.get_tracking_uri()
         self.client = MlflowClient(tracking_uri=self.uri)
+        self._beating: set[str] = set()  # runs whose owner tags a heartbeat has checked
         exp = self.client.get_experiment_by_name(experiment)
         self.experiment_id = (
             exp.experiment_id if exp is not None else self.client.create_experiment(experiment)
@@ -44,9 +51,29 @@ class MlflowTracker:
         return run.info.run_id
 
     def reopen(self, run_id: str) -> None:
-        """Mark an ended run RUNNING again, owned by this process (``--resume``)."""
+        """Mark an ended run RUNNING again, owned by this process (``--resume``).
+
+        The stale-run note and the previous process's heartbeat are deleted
+        (:func:`dhcbench.benchmark.tracking.resume_cleanup`).
+        """
+        # the old heartbeat goes first: RUNNING with it, the run would look dead at once
+        for key in resume_cleanup(self.client.get_run(run_id).data.tags):
+            self.client.delete_tag(run_id, key)
         self.client.update_run(run_id, status="RUNNING")
         self.set_tags(run_id, owner_tags())
+        self._beating.discard(run_id)
+
+    def heartbeat(self, run_id: str) -> None:
+        """Stamp the run with the current UTC time (``dhcbench.heartbeat``).
+
+        The first heartbeat of a run in this tracker also adds the owner tags it lacks
+        (read from the store once); later ones write the one tag.
+        """
+        existing: Mapping[str, str] = {k: "" for k in owner_tags()}
+        if run_id not in self._beating:
+            existing = self.client.get_run(run_id).data.tags
+        self.set_tags(run_id, heartbeat_tags(existing))
+        self._beating.add(run_id)
 
     def end(self, run_id: str, status: str) -> None:
         """``FINISHED``, ``FAILED`` or ``KILLED``."""

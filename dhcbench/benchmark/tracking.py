@@ -6,8 +6,14 @@ with an in-memory one for tests (:mod:`dhcbench.benchmark.memory_tracker`).
 One parent run per ``dhcbench run`` invocation and one child run per seed (linked with
 MLflow's ``mlflow.parentRunId`` tag, so ``mlflow ui`` nests them). Metrics are sent in
 batches (``log_batch``: one SQLite transaction instead of one per value). Every run records
-the host and process that own it; :meth:`Tracker.reap_stale` marks runs whose process died
-without ending them as FAILED, so nothing stays RUNNING forever.
+the host and process that own it, and :meth:`Tracker.heartbeat` stamps it with the time it
+was last known alive; :meth:`Tracker.reap_stale` marks runs whose process died without
+ending them (same host: the process is gone; any host: the heartbeat is too old) as FAILED,
+so nothing stays RUNNING forever.
+
+An SQLite store is created atomically (:func:`open_tracker`): its tables are built in a
+temporary file beside it, under a lock, and renamed into place, so a command killed while
+creating it leaves either no store or a complete one.
 
 Runs come back as MLflow-shaped records: ``run.info`` (``run_id``, ``run_name``,
 ``status``, ``start_time``) and ``run.data`` (``tags``, ``params``, ``metrics``: latest
@@ -17,14 +23,22 @@ values). Queries use MLflow's filter syntax, limited to what dhcbench writes: cl
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from dhcbench.benchmark.sqlite_store import (
+    first_line,
+    prepare_sqlite_store,
+    sqlite_creation_lock,
+    sqlite_store_file,
+)
+from dhcbench.benchmark.sqlite_store import prepare_store as prepare_store
+from dhcbench.benchmark.sqlite_store import require_store as require_store
 from dhcbench.errors import UserError
 
 ROLE = "dhcbench.role"
@@ -33,7 +47,13 @@ SEED_KEY = "dhcbench.seed_key"
 PID = "dhcbench.pid"
 HOST = "dhcbench.host"
 CHECKPOINT_DIR = "dhcbench.checkpoint_dir"
+HEARTBEAT = "dhcbench.heartbeat"
+NOTE = "dhcbench.note"
+#: Why a run ended FAILED (the runner writes it); here so readers need not import the engine.
+FAILURE = "dhcbench.failure"
 PARENT = "mlflow.parentRunId"
+#: A RUNNING run whose heartbeat is older than this (seconds) is taken for dead.
+HEARTBEAT_MAX_AGE_S = 600.0
 
 
 def _pid_alive(pid: int) -> bool:
@@ -56,7 +76,14 @@ class Tracker(Protocol):
         ...
 
     def reopen(self, run_id: str) -> None:
-        """Mark an ended run RUNNING again, owned by this process (``--resume``)."""
+        """Mark an ended run RUNNING again, owned by this process (``--resume``).
+
+        The note left by :func:`reap_stale_runs` and the old heartbeat are removed.
+        """
+        ...
+
+    def heartbeat(self, run_id: str) -> None:
+        """Record that the run's process is alive now (see :func:`heartbeat_tags`)."""
         ...
 
     def end(self, run_id: str, status: str) -> None:
@@ -132,23 +159,86 @@ def weight_series(history: Mapping[str, list[tuple[int, float]]]
     return series
 
 
-def stale_runs(running: list[Any]) -> list[str]:
-    """Ids of the RUNNING runs owned by a process of this host that no longer exists."""
+def utc_now() -> datetime:
+    """The current time, timezone-aware in UTC (what heartbeats are stamped with)."""
+    return datetime.now(UTC)
+
+
+def heartbeat_tags(existing: Mapping[str, str], now: datetime | None = None
+                   ) -> dict[str, str]:
+    """The tags one heartbeat writes, given the run's ``existing`` tags.
+
+    Always ``dhcbench.heartbeat``: ``now`` (default: the current time) in ISO 8601, UTC;
+    the owner tags (``dhcbench.host``, ``dhcbench.pid``) only where the run lacks them, so
+    a heartbeat never takes a run over from the process that owns it.
+    """
+    tags = {HEARTBEAT: (now or utc_now()).astimezone(UTC).isoformat(timespec="seconds")}
+    tags.update({k: v for k, v in owner_tags().items() if k not in existing})
+    return tags
+
+
+def is_stale(tags: Mapping[str, str], now: datetime | float,
+             max_age_s: float = HEARTBEAT_MAX_AGE_S) -> bool:
+    """Whether a RUNNING run with these tags has missed its heartbeats, on any host.
+
+    True when its ``dhcbench.heartbeat`` is more than ``max_age_s`` seconds before ``now``
+    (a datetime, or seconds since the epoch). A run that never sent a heartbeat, or whose
+    heartbeat cannot be parsed, is not stale by this test (the process check of
+    :func:`stale_runs` still applies to it). The caller passes RUNNING runs only.
+    """
+    stamp = tags.get(HEARTBEAT)
+    if not stamp:
+        return False
+    try:
+        beat = datetime.fromisoformat(stamp)
+    except ValueError:
+        return False
+    if beat.tzinfo is None:
+        beat = beat.replace(tzinfo=UTC)
+    if not isinstance(now, datetime):
+        now = datetime.fromtimestamp(float(now), UTC)
+    elif now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
+    return (now - beat).total_seconds() > max_age_s
+
+
+def stale_runs(running: list[Any], now: datetime | None = None,
+               max_age_s: float = HEARTBEAT_MAX_AGE_S) -> list[str]:
+    """Ids of the RUNNING runs taken for dead.
+
+    Either owned by a process of this host that no longer exists, or (any host) with a
+    heartbeat older than ``max_age_s`` seconds before ``now`` (see :func:`is_stale`).
+    """
     host = socket.gethostname()
+    now = now or utc_now()
     return [run.info.run_id for run in running
-            if run.data.tags.get(HOST) == host and PID in run.data.tags
-            and not _pid_alive(int(run.data.tags[PID]))]
+            if (run.data.tags.get(HOST) == host and PID in run.data.tags
+                and not _pid_alive(int(run.data.tags[PID])))
+            or is_stale(run.data.tags, now, max_age_s)]
 
 
-STALE_NOTE = {"dhcbench.note": "process ended without closing the run; marked FAILED"}
+STALE_NOTE = {NOTE: "process ended without closing the run; marked FAILED"}
+
+
+def resume_cleanup(tags: Mapping[str, str]) -> list[str]:
+    """The tags that :meth:`Tracker.reopen` deletes from a run it resumes.
+
+    The note :data:`STALE_NOTE` (another note is kept) and the heartbeat of the previous
+    process, which would make the resumed run look dead until its first heartbeat.
+    """
+    drop = [HEARTBEAT] if HEARTBEAT in tags else []
+    if tags.get(NOTE) == STALE_NOTE[NOTE]:
+        drop.append(NOTE)
+    return drop
 
 
 def reap_stale_runs(tracker: Tracker) -> int:
-    """Mark the tracker's RUNNING runs whose owning process on this host is gone as FAILED.
+    """Mark the tracker's RUNNING runs taken for dead as FAILED.
 
-    This is what every implementation's ``reap_stale`` does: each such run gets a note tag
-    saying why, then ends FAILED. Runs owned by other hosts are left alone. Returns how many
-    runs were marked.
+    This is what every implementation's ``reap_stale`` does: each run of
+    :func:`stale_runs` (its process on this host is gone, or its heartbeat is older than
+    :data:`HEARTBEAT_MAX_AGE_S`) gets a note tag saying why, then ends FAILED. Runs of
+    other hosts without a heartbeat are left alone. Returns how many runs were marked.
     """
     stale = stale_runs(tracker.search("attributes.status = 'RUNNING'"))
     for run_id in stale:
@@ -157,49 +247,14 @@ def reap_stale_runs(tracker: Tracker) -> int:
     return len(stale)
 
 
-def require_store(uri: str | None) -> None:
-    """For commands that only read runs: refuse to create an empty store by accident."""
-    if uri is None and not os.environ.get("MLFLOW_TRACKING_URI") and not Path(
-            "mlflow.db").is_file():
-        raise UserError("no MLflow store here (no mlflow.db in this folder and no"
-                        " MLFLOW_TRACKING_URI); run `dhcbench run` in this folder first,"
-                        " or pass --uri")
-
-
-def _sqlite_file(uri: str | None) -> Path | None:
-    """The database file of an ``sqlite:///`` URI (the default store when ``uri`` is None)."""
-    if uri is None:
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
-    if not uri.startswith("sqlite:///"):
-        return None
-    return Path(uri[len("sqlite:///"):])
-
-
-@contextlib.contextmanager
-def sqlite_creation_lock(uri: str | None) -> Iterator[None]:
-    """Hold an exclusive lock on ``<db>.lock`` while an SQLite store is opened.
-
-    POSIX only; elsewhere, for server stores, and while the database's folder does not exist
-    yet, a no-op. The lock file stays beside the database.
-    """
-    db = _sqlite_file(uri)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
-        fcntl = None  # type: ignore[assignment]
-    if db is None or fcntl is None or not db.parent.is_dir():
-        yield
-        return
-    with open(db.with_name(db.name + ".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def open_tracker(uri: str | None, experiment: str) -> Tracker:
-    """An MLflow tracker, with an actionable error when the store cannot be opened or written."""
+    """An MLflow tracker, with an actionable error when the store cannot be opened or written.
+
+    A local SQLite store is prepared first, under the creation lock beside it (see
+    :func:`dhcbench.benchmark.sqlite_store.prepare_sqlite_store`): created atomically when
+    missing, rebuilt when an interrupted creation left it half-built and empty. Other
+    failures become one-line UserErrors naming the store.
+    """
     if uri is None and not os.environ.get("MLFLOW_TRACKING_URI"):
         here = Path.cwd()
         if not os.access(here, os.W_OK):
@@ -213,15 +268,21 @@ def open_tracker(uri: str | None, experiment: str) -> Tracker:
     # server store the losers succeed on a second try.
     from dhcbench.benchmark.mlflow_tracker import MlflowTracker
 
+    db = sqlite_store_file(uri)
     for attempt in range(4):
         try:
-            with sqlite_creation_lock(uri):
+            if db is not None:
+                db.parent.mkdir(parents=True, exist_ok=True)
+            with sqlite_creation_lock(uri if db is None else f"sqlite:///{db}"):
+                if db is not None:
+                    prepare_sqlite_store(db)
+                # inside the lock: MLflow adds its Default experiment to a new store
                 return MlflowTracker(uri, experiment)
         except UserError:
             raise
         except Exception as exc:  # MLflow raises several types for unreachable stores
             if attempt == 3:
-                raise UserError(
-                    f"cannot open the MLflow store {uri or '(default)'}: {exc}") from exc
+                raise UserError(f"cannot open the MLflow store {uri or '(default)'}:"
+                                f" {first_line(exc)}") from exc
             time.sleep(1.0 + attempt)
     raise AssertionError("unreachable")
