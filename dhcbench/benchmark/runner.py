@@ -23,6 +23,7 @@ from dhcbench.benchmark.planning import (
     run_tags,
 )
 from dhcbench.benchmark.seed_run import (
+    CHECKPOINTED,
     Reporter,
     RunInterrupted,
     RunPruned,
@@ -32,11 +33,20 @@ from dhcbench.benchmark.seed_run import (
     training_sampler,
 )
 from dhcbench.benchmark.spec import RunSpec, spec_key
-from dhcbench.benchmark.tracking import CHECKPOINT_DIR, KEY, ROLE, SEED_KEY, Tracker
+from dhcbench.benchmark.tracking import CHECKPOINT_DIR, FAILURE, KEY, ROLE, SEED_KEY, Tracker
+from dhcbench.errors import UserError
 from dhcbench.evaluation.scoring import aggregate_seeds
 
-__all__ = ["Reporter", "RunInterrupted", "RunPruned", "SeedHook", "SeedReport", "execute",
-           "run_seed", "training_sampler"]
+__all__ = ["FAILURE", "Reporter", "RunInterrupted", "RunPruned", "SeedHook", "SeedReport",
+           "execute", "run_seed", "training_sampler"]
+
+
+def _failure_reason(exc: BaseException) -> str:
+    """One line for the ``dhcbench.failure`` tag: the error, its type when it is a crash."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    if isinstance(exc, UserError):
+        return text[:500]
+    return f"{type(exc).__name__}: {text}"[:500]
 
 
 def _find_resumable(tracker: Tracker, plan: RunPlan) -> Any | None:
@@ -76,12 +86,13 @@ def _open_child(spec: RunSpec, plan: RunPlan, tracker: Tracker, parent_id: str,
     if child is not None:
         child_id = child.info.run_id
         tracker.reopen(child_id)
+        # Recorded absolute; older runs recorded it relative to their working folder.
         return child_id, Path(child.data.tags.get(CHECKPOINT_DIR)
-                              or checkpoint_dir(spec, child_id))
+                              or checkpoint_dir(spec, child_id)).absolute()
     tags = run_tags(spec, plan, "seed") | {
         "seed": spec.seed, SEED_KEY: spec_key(spec, with_seed=True)}
     child_id = tracker.start_run(run_name(spec, spec.seed), tags, parent_id)
-    ckpt = checkpoint_dir(spec, child_id)
+    ckpt = checkpoint_dir(spec, child_id).absolute()
     tracker.set_tags(child_id, {CHECKPOINT_DIR: str(ckpt)})
     tracker.log_params(child_id, run_params(spec, plan))
     tracker.log_text(child_id, yaml.safe_dump(spec.to_dict(), sort_keys=False), "spec.yaml")
@@ -110,9 +121,11 @@ def execute(plan: RunPlan, tracker: Tracker, resume: bool, report: Reporter,
                 report.message(f"{run_name(spec, spec.seed)}: already finished, skipped")
                 continue
             child_id, ckpt = _open_child(spec, plan, tracker, parent_id, child)
-            results.append(run_seed(spec, plan, tracker, child_id, ckpt,
-                                    resume=child is not None, report=report,
-                                    after_seed=after_seed, callbacks=callbacks))
+            results.append(run_seed(
+                spec, plan, tracker, child_id, ckpt, resume=child is not None, report=report,
+                after_seed=after_seed, callbacks=callbacks,
+                expect_checkpoint=child is not None
+                and child.data.tags.get(CHECKPOINTED) == "true"))
             tracker.end(child_id, "FINISHED")
             child_id = None
     except RunPruned:
@@ -126,10 +139,12 @@ def execute(plan: RunPlan, tracker: Tracker, resume: bool, report: Reporter,
             tracker.end(child_id, "KILLED")
         tracker.end(parent_id, "KILLED")
         raise
-    except BaseException:
-        if child_id is not None:
-            tracker.end(child_id, "FAILED")
-        tracker.end(parent_id, "FAILED")
+    except BaseException as exc:
+        reason = {FAILURE: _failure_reason(exc)}
+        for run_id in (child_id, parent_id):
+            if run_id is not None:
+                tracker.set_tags(run_id, reason)
+                tracker.end(run_id, "FAILED")
         raise
     tracker.log_metrics(parent_id, aggregate_seeds(results))
     tracker.end(parent_id, "FINISHED")

@@ -7,6 +7,8 @@ behaviour through callbacks.
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,14 +28,21 @@ from dhcbench.benchmark.planning import (
 )
 from dhcbench.benchmark.spec import RunSpec
 from dhcbench.benchmark.tracking import Tracker
-from dhcbench.benchmark.train_state import seed_everything
+from dhcbench.benchmark.train_state import TrainingDiverged, seed_everything
 from dhcbench.benchmark.trainer import Trainer
 from dhcbench.datasets.loaders import EvalCase, PatchSampler, centre_crops, iter_cases
+from dhcbench.errors import UserError
 from dhcbench.evaluation.inference import predict_case
 from dhcbench.evaluation.scoring import COLUMNS, case_rows, summarise
 from dhcbench.interfaces import SetupContext
 from dhcbench.methods import METHODS
 from dhcbench.methods.base import Method
+
+#: Seconds between two heartbeats of a running seed run (stale after ten minutes without).
+HEARTBEAT_INTERVAL_S = 60.0
+
+#: Tag set once a seed run has written its first checkpoint: resuming it needs that file.
+CHECKPOINTED = "dhcbench.checkpointed"
 
 
 class RunInterrupted(Exception):
@@ -80,9 +89,11 @@ def training_sampler(spec: RunSpec, plan: RunPlan, method: Method) -> PatchSampl
 
 def test_method(
     method: Method, spec: RunSpec, plan: RunPlan, device: torch.device,
-    which: str, report: Reporter,
+    which: str, report: Reporter, on_case: Callable[[], None] = lambda: None,
 ) -> tuple[pd.DataFrame, tuple[EvalCase, np.ndarray]]:
     """Sliding-window predictions on the test split, scored under both contracts.
+
+    ``on_case`` is called after each case (the run's heartbeat).
 
     Returns the per-case, per-class table (Dice in %, ASD/HD95 in mm) and the first test
     case with its (D, H, W) int64 prediction (for the slices figure).
@@ -99,6 +110,7 @@ def test_method(
         if first is None:
             first = (case, pred)
         report.testing(which, i + 1, len(ids))
+        on_case()
     assert first is not None
     return pd.DataFrame(rows, columns=COLUMNS), first
 
@@ -141,6 +153,67 @@ class SeedReport:
 SeedHook = Callable[[SeedReport], None]
 
 
+def _metric_logger(tracker: Tracker, run_id: str, resume: bool
+                   ) -> Callable[[dict[str, float], int], None]:
+    """The trainer's ``log``: to the run, without logging an epoch twice after a resume.
+
+    A resumed run replays, bit for bit, the epochs between its checkpoint and the
+    interruption; what it logged for them before is kept and the replay is not logged again,
+    so every curve has one point per epoch.
+    """
+    logged: dict[str, int] = {}
+    if resume:
+        logged = {k: max(step for step, _ in points)
+                  for k, points in tracker.history(run_id, "").items() if points}
+
+    def log(metrics: dict[str, float], step: int) -> None:
+        fresh = {k: v for k, v in metrics.items() if step > logged.get(k, -1)}
+        if fresh:
+            tracker.log_metrics(run_id, fresh, step)
+
+    return log
+
+
+class _Heartbeat(Callback):
+    """Records the run's heartbeat at most every :data:`HEARTBEAT_INTERVAL_S` seconds.
+
+    Called after every iteration and every test case; a run whose heartbeat stops is shown
+    as stale by any command, from any host (:func:`dhcbench.benchmark.tracking.is_stale`).
+    """
+
+    def __init__(self, tracker: Tracker, run_id: str) -> None:
+        self.tracker, self.run_id, self.last = tracker, run_id, -math.inf
+
+    def __call__(self) -> None:
+        """Beat if the interval has passed."""
+        now = time.monotonic()
+        if now - self.last >= HEARTBEAT_INTERVAL_S:
+            self.tracker.heartbeat(self.run_id)
+            self.last = now
+
+    def on_iteration_end(self, trainer: Trainer) -> None:
+        """Beat (throttled) after an optimiser step."""
+        self()
+
+    def on_evaluation_end(self, trainer: Trainer, epoch: int, dice: np.ndarray,
+                          improved: bool) -> None:
+        """Beat (throttled) after an evaluation."""
+        self()
+
+
+class _MarkCheckpointed(Callback):
+    """Tags the run ``dhcbench.checkpointed=true`` at its first checkpoint (see resume)."""
+
+    def __init__(self, tracker: Tracker, run_id: str) -> None:
+        self.tracker, self.run_id, self.done = tracker, run_id, False
+
+    def on_save(self, trainer: Trainer) -> None:
+        """Set the tag once."""
+        if not self.done:
+            self.tracker.set_tags(self.run_id, {CHECKPOINTED: "true"})
+            self.done = True
+
+
 def run_seed(
     spec: RunSpec,
     plan: RunPlan,
@@ -151,29 +224,42 @@ def run_seed(
     report: Reporter,
     after_seed: Sequence[SeedHook] = (),
     callbacks: Sequence[Callback] = (),
+    expect_checkpoint: bool = False,
 ) -> dict[str, float]:
     """Train and test one seed inside its (open) child run; returns its test metrics.
 
-    ``callbacks`` are passed to the trainer after the progress display.
+    ``callbacks`` are passed to the trainer after the progress display. With ``resume``,
+    training continues from ``last.pt`` in ``ckpt_dir``; when it is missing although the
+    run wrote one (``expect_checkpoint``), that is a UserError rather than a silent restart.
     """
     dspec = plan.dataset_spec
+    beat = _Heartbeat(tracker, run_id)
+    beat()
     seed_everything(spec.seed)
     method = build_method(spec, dspec)
     sampler = training_sampler(spec, plan, method)
     trainer = Trainer(
         spec.train, method, sampler, centre_crops(plan.dataset, dspec, plan.split.eval),
         dspec.class_names, ckpt_dir,
-        log=lambda metrics, step: tracker.log_metrics(run_id, metrics, step),
-        callbacks=[ProgressCallback(report, spec), *callbacks],
+        log=_metric_logger(tracker, run_id, resume),
+        callbacks=[ProgressCallback(report, spec), _MarkCheckpointed(tracker, run_id), beat,
+                   *callbacks],
     )
     device = trainer.device
     last = ckpt_dir / checkpoint.LAST
+    if resume and not last.is_file() and expect_checkpoint:
+        raise UserError(f"{run_name(spec, spec.seed)}: cannot resume, its checkpoint {last}"
+                        " is gone (moved or deleted); put it back, or run without --resume")
     if resume and last.is_file():
         trainer.load_state_dict(checkpoint.load(last))
         report.message(f"{run_name(spec, spec.seed)}: resumed at epoch {trainer.pos.epoch},"
                        f" iteration {trainer.pos.index}")
     report.start_seed(spec, trainer.total_iterations())
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    except TrainingDiverged as exc:
+        raise TrainingDiverged(exc.what, exc.epoch, exc.iteration,
+                               run=run_name(spec, spec.seed)) from None
     if result.interrupted:
         raise RunInterrupted(f"{run_name(spec, spec.seed)} interrupted by"
                              f" {trainer.stop.signal_name or 'a signal'}")
@@ -189,13 +275,13 @@ def run_seed(
         return metrics
     tables: dict[str, pd.DataFrame] = {}
     if spec.eval.test_last:
-        tables["last"], _ = test_method(method, spec, plan, device, "last", report)
+        tables["last"], _ = test_method(method, spec, plan, device, "last", report, beat)
         metrics.update(summarise(tables["last"], "test_last"))
     best_path = ckpt_dir / checkpoint.BEST
     if best_path.is_file():
         method.load_state_dict(checkpoint.load(best_path)["method"])
         method.to(device)
-    tables["best"], example = test_method(method, spec, plan, device, "best", report)
+    tables["best"], example = test_method(method, spec, plan, device, "best", report, beat)
     metrics.update(summarise(tables["best"], "test"))
     tracker.log_metrics(run_id, metrics, step=max(result.last_epoch, 0))
     for which, table in tables.items():

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from dhcbench.errors import UserError
+
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices), as the reference does."""
@@ -157,3 +159,31 @@ def set_global_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda_rng"])
     np.random.set_state(state["numpy_rng"])
     random.setstate(state["python_rng"])
+
+
+class TrainingDiverged(UserError):
+    """A loss, a logged value or the eval Dice became NaN or infinite.
+
+    Raised by the trainer the moment it sees one, before the optimiser step and before any
+    checkpoint is written, so the last checkpoint on disk is the last finite state.
+    ``what`` names the value (``loss``, ``weights_1`` …), ``epoch`` and ``iteration`` (the
+    global iteration) where it happened; ``run``, when given, starts the message.
+    """
+
+    def __init__(self, what: str, epoch: int, iteration: int, run: str = "") -> None:
+        self.what, self.epoch, self.iteration = what, epoch, iteration
+        super().__init__(f"{run + ': ' if run else ''}training diverged: {what} became"
+                         f" non-finite at epoch {epoch}, iteration {iteration}")
+
+
+def first_non_finite(values: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first of ``values`` (0-d or (K,) tensors) holding a NaN or ±inf.
+
+    One host synchronisation for all of them; None when every value is finite.
+    """
+    if not values:
+        return None
+    finite = torch.stack([torch.isfinite(v.detach()).all() for v in values.values()])
+    if bool(finite.all()):
+        return None
+    return next(k for k, ok in zip(values, finite.tolist(), strict=True) if not ok)

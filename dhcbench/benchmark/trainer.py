@@ -3,14 +3,11 @@
 Per epoch: set the poly learning rate and the ramped-up λ (both lagged by one epoch), run
 the epoch's iterations (one optimiser per network, one AMP scaler on CUDA), log the epoch
 means, and every ``eval_interval`` epochs score the eval split on one centred patch per case
-and save the full state. What is optional around that loop is a callback
-(:mod:`dhcbench.benchmark.callbacks`): the best checkpoint, early stopping after
-``patience`` epochs without improvement, progress display, Optuna pruning. The trainer also
-owns the engineering: the device, CPU threads, memory format and compilation. A first
-SIGINT/SIGTERM stops cleanly at the next iteration boundary and saves the exact state there,
-so ``--resume`` continues as if nothing happened.
+and save the full state. Optional behaviour is a callback (:mod:`.callbacks`). A NaN or
+infinite loss, logged value or eval Dice stops training at once (:class:`TrainingDiverged`).
+A first SIGINT/SIGTERM stops cleanly at the next iteration boundary and saves the exact
+state there, so ``--resume`` continues as if nothing happened.
 """
-
 from __future__ import annotations
 
 import math
@@ -29,6 +26,8 @@ from dhcbench.benchmark.train_state import (
     FitResult,
     Position,
     StopRequest,
+    TrainingDiverged,
+    first_non_finite,
     global_rng_state,
     set_global_rng_state,
 )
@@ -114,11 +113,10 @@ class Trainer:
         if self.device.type == "cpu":
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.method.to(self.device)
-        if spec.channels_last:
-            for net in self.method.networks.values():
+        for net in self.method.networks.values():
+            if spec.channels_last:
                 net.to(memory_format=torch.channels_last_3d)
-        if spec.compile:
-            for net in self.method.networks.values():
+            if spec.compile:
                 net.compile()
 
     def request_stop(self, reason: str) -> None:
@@ -129,7 +127,6 @@ class Trainer:
         """
         self._stop_reasons.append(reason)
 
-    # -- plan --------------------------------------------------------------------------------
     def iterations_per_epoch(self) -> int:
         """Iterations of one epoch: the spec's, else the sampler's natural count."""
         return self.spec.iters_per_epoch or self.sampler.iterations_per_epoch()
@@ -145,7 +142,6 @@ class Trainer:
             plan.extend(self.sampler.plan_epoch())
         return plan[:n]
 
-    # -- state -------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """The full training state: position, method, optimisers, scaler and every RNG."""
         return {
@@ -182,7 +178,6 @@ class Trainer:
         checkpoint.save(self.state_dict(), self.ckpt_dir / checkpoint.LAST)
         self._last_saved = now
 
-    # -- loop --------------------------------------------------------------------------------
     def fit(self) -> FitResult:
         """Train from the current position (fresh or loaded) to the end or a requested stop."""
         spec, pos = self.spec, self.pos
@@ -249,6 +244,10 @@ class Trainer:
         self.method.train()
         with torch.autocast(self.device.type, enabled=self.use_amp):
             out = self.method.training_step(batch, ctx)
+        values = {"loss": out.loss, **out.scalars, **out.vectors}
+        bad = first_non_finite(values)
+        if bad is not None:  # before the step: the weights on disk stay finite
+            raise TrainingDiverged(bad, pos.epoch, pos.global_iter)
         for opt in self.optimizers.values():
             opt.zero_grad(set_to_none=True)
         self.scaler.scale(out.loss).backward()
@@ -256,7 +255,7 @@ class Trainer:
             self.scaler.step(opt)
         self.scaler.update()
         self.method.after_optimizer_step(ctx)
-        pos.accumulate({"loss": out.loss, **out.scalars, **out.vectors})
+        pos.accumulate(values)
         pos.index += 1
         pos.global_iter += 1
         for callback in self.callbacks:
@@ -286,6 +285,8 @@ class Trainer:
         pos = self.pos
         dice = self.validate()
         mean = float(dice.mean())
+        if not np.isfinite(mean):
+            raise TrainingDiverged("the eval Dice", epoch, pos.global_iter)
         metrics = {f"eval/dice/{n}": float(v)
                    for n, v in zip(self.class_names[1:], dice, strict=True)}
         metrics["eval/dice_mean"] = mean

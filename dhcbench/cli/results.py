@@ -8,8 +8,12 @@ from typing import Annotated
 
 import typer
 
-from dhcbench.cli.common import app, console, parse_dataset, user_errors
+from dhcbench.cli.common import app, check_out_folder, console, parse_dataset, user_errors
+from dhcbench.cli.store import require_existing
 from dhcbench.errors import UserError
+
+#: The figures ``dhcbench plot`` draws.
+PLOT_KINDS = ("weights", "classes", "slices", "curves")
 
 
 @app.command()
@@ -27,6 +31,7 @@ def table(
     out: Annotated[Path, typer.Option(help="Folder for the .md, .tex and .csv files.")] = Path("dhcbench-results"),
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "dhcbench",
     uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db).")] = None,
+    include_failed: Annotated[bool, typer.Option("--include-failed", help="Add the failed seed runs as rows marked FAILED (they are left out and counted otherwise).")] = False,
 ) -> None:
     """Paper-style table (mean±std over seeds) of the finished runs in MLflow."""
     from dhcbench.reports.cli_table import render_tables
@@ -45,8 +50,16 @@ def table(
         from dhcbench.methods import METHODS
 
         baseline = METHODS.canonical(baseline)
+    if ratio is not None and not 0.0 < ratio <= 1.0:
+        raise UserError(f"--ratio {ratio}: must be a fraction in (0, 1], e.g. 0.2 for 20%")
+    if dataset is not None:
+        from dhcbench.datasets import DATASETS
+
+        DATASETS.get(parse_dataset(dataset)[0])
+    check_out_folder(out, "--out")
+    require_existing(uri, experiment)  # reading creates neither a store nor an experiment
     render_tables(console, experiment, dataset, ratio, metric, contract, checkpoint, fmt, out,
-                  uri, with_paper, baseline, tail_k)
+                  uri, with_paper, baseline, tail_k, include_failed)
 
 
 @app.command()
@@ -97,13 +110,16 @@ def plot(
 
     Class-weight trajectories, per-class Dice against class frequency, qualitative slices of several methods, and training curves.
     """
-    from dhcbench.benchmark.tracking import open_tracker, require_store
+    from dhcbench.benchmark.mlflow_tracker import MlflowTracker
     from dhcbench.reports.cli_plot import plot as make_plot
 
     if slices < 1:
         raise UserError(f"--slices {slices}: must be >= 1")
-    require_store(uri)
-    tracker = open_tracker(uri, experiment)
+    if kind not in PLOT_KINDS:
+        raise UserError(f"unknown figure {kind!r} (valid: {', '.join(PLOT_KINDS)})")
+    check_out_folder(out, "--out")
+    require_existing(uri, experiment)  # reading creates neither a store nor an experiment
+    tracker = MlflowTracker(uri, experiment)  # it exists: nothing is created
     paths = make_plot(tracker, kind, run, out, case, slices)
     console.print("written: " + ", ".join(str(p) for p in paths))
 
@@ -119,12 +135,17 @@ def predict(
     uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
 ) -> None:
     """Label maps for new images, resampled back to their grid with the source affine."""
+    from dhcbench.benchmark.mlflow_tracker import MlflowTracker
     from dhcbench.benchmark.progress import RichReporter
-    from dhcbench.benchmark.tracking import open_tracker, require_store
+    from dhcbench.evaluation.inference import resolve_device
     from dhcbench.reports.predict import predict_images
 
-    require_store(uri)
-    tracker = open_tracker(uri, experiment)
+    if not images.exists():
+        raise UserError(f"--images {images}: no such file or folder")
+    check_out_folder(out, "--out")
+    resolve_device(device)
+    require_existing(uri, experiment)  # reading creates neither a store nor an experiment
+    tracker = MlflowTracker(uri, experiment)  # it exists: nothing is created
     reporter = RichReporter(console)
     with reporter:
         paths = predict_images(tracker, run, images, out, device,

@@ -7,10 +7,11 @@ from pathlib import Path
 import pandas as pd
 from rich.console import Console
 
-from dhcbench.benchmark.tracking import ROLE, Tracker, open_tracker, require_store
+from dhcbench.benchmark.tracking import FAILURE, ROLE, Tracker, open_tracker, require_store
 from dhcbench.datasets import DATASETS
 from dhcbench.datasets.splits import ratio_tag
 from dhcbench.errors import UserError
+from dhcbench.reports.cells import Cell, Row
 from dhcbench.reports.paper import PaperRow, paper_row
 from dhcbench.reports.records import select_records
 from dhcbench.reports.significance import (
@@ -46,17 +47,62 @@ def class_names_of(group: pd.DataFrame) -> tuple[str, ...]:
     return DATASETS.get(registry).spec({}, None).class_names
 
 
-def _finished_records(tracker: Tracker, experiment: str, dataset: str | None,
-                      ratio: float | None, checkpoint: str) -> pd.DataFrame:
-    """The finished seed runs' records for ``checkpoint``; none at all is a UserError."""
-    runs = tracker.search(f"tags.`{ROLE}` = 'seed' and attributes.status = 'FINISHED'")
+def _records(tracker: Tracker, status: str, dataset: str | None, ratio: float | None,
+             checkpoint: str) -> pd.DataFrame:
+    """The records of the seed runs with ``status`` (FINISHED or FAILED) for ``checkpoint``."""
+    runs = tracker.search(f"tags.`{ROLE}` = 'seed' and attributes.status = '{status}'")
     prefix = "test" if checkpoint == "best" else "test_last"
     records = select_records(seed_records(runs, prefix), dataset, ratio)
+    if status == "FAILED" and len(records):
+        reasons = {r.info.run_id: r.data.tags.get(FAILURE, "no reason recorded") for r in runs}
+        records = records.assign(reason=records.run_id.map(reasons))
+    return records
+
+
+def _failed_records(tracker: Tracker, finished: pd.DataFrame, dataset: str | None,
+                    ratio: float | None, checkpoint: str) -> pd.DataFrame:
+    """The FAILED seed runs (newest per configuration) that no finished run replaced."""
+    failed = _records(tracker, "FAILED", dataset, ratio, checkpoint)
+    if failed.empty or finished.empty:
+        return failed
+    key = ["method", "dataset", "ratio", "seed"]
+    done = set(finished[key].itertuples(index=False, name=None))
+    return failed[[k not in done for k in failed[key].itertuples(index=False, name=None)]]
+
+
+def _failed_text(failed: pd.DataFrame) -> str:
+    """``dhc seed 0 (training diverged: …); …`` for a note or an error."""
+    return "; ".join(f"{r.method} seed {r.seed} ({r.reason})" for r in failed.itertuples())
+
+
+def _finished_records(tracker: Tracker, experiment: str, dataset: str | None,
+                      ratio: float | None, checkpoint: str
+                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The finished and the failed seed runs' records; no finished run is a UserError."""
+    records = _records(tracker, "FINISHED", dataset, ratio, checkpoint)
+    failed = _failed_records(tracker, records, dataset, ratio, checkpoint)
     if records.empty:
         raise UserError(f"no finished runs in experiment {experiment!r} match"
                         f"{' dataset ' + dataset if dataset else ''}"
-                        f"{' ratio ' + format(ratio, 'g') if ratio is not None else ''}")
-    return records
+                        f"{' ratio ' + format(ratio, 'g') if ratio is not None else ''}"
+                        + (f" ({len(failed)} failed: {_failed_text(failed)})"
+                           if len(failed) else ""))
+    return records, failed
+
+
+def _add_failed(table: ResultTable, failed: pd.DataFrame, include: bool) -> None:
+    """Say which failed runs a table leaves out, or add them as rows marked FAILED."""
+    if failed.empty:
+        return
+    if not include:
+        table.notes.append(f"Left out {len(failed)} failed seed run(s): {_failed_text(failed)}."
+                           " --include-failed adds them, marked.")
+        return
+    for r in failed.itertuples():
+        cells = [Cell(float("nan"), n=0) for _ in table.columns]
+        table.rows.append(Row(f"{r.method} seed {r.seed} FAILED", str(r.family), 0, cells,
+                              kind="failed"))
+    table.notes.append(f"FAILED rows: seed runs that failed (no values): {_failed_text(failed)}.")
 
 
 def _tail_of(group: pd.DataFrame, class_names: tuple[str, ...], tail_k: int) -> list[str]:
@@ -128,6 +174,7 @@ def render_tables(
     with_paper: bool = False,
     baseline: str | None = None,
     tail_k: int = 4,
+    include_failed: bool = False,
 ) -> list[Path]:
     """Print one table per (dataset, ratio) and write .md/.tex/.html/.csv files to ``out``.
 
@@ -135,12 +182,14 @@ def render_tables(
     and / or ``ratio``), ``metric`` per class under ``contract`` at ``checkpoint`` (best or
     last). ``fmt`` None prints the terminal table, else that rendering (md, latex, html or
     csv). ``with_paper`` adds the published rows, ``baseline`` the paired statistics against
-    that method, ``tail_k`` > 0 the tail-class column. Returns the written files.
+    that method, ``tail_k`` > 0 the tail-class column. Failed seed runs are left out and
+    counted in a note; ``include_failed`` adds them as rows marked FAILED. Returns the
+    written files.
     """
     require_store(uri)
     tracker = open_tracker(uri, experiment)
     tracker.reap_stale()
-    records = _finished_records(tracker, experiment, dataset, ratio, checkpoint)
+    records, failed = _finished_records(tracker, experiment, dataset, ratio, checkpoint)
     written: list[Path] = []
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -157,6 +206,8 @@ def render_tables(
         table = build_table(group, class_names, title, contract, metric, tail, paper,
                             significance_marks(stats))
         _add_notes(table, group, bool(paper), tail, baseline)
+        _add_failed(table, failed[(failed.dataset == ds_name) & (failed.ratio == r)]
+                    if len(failed) else failed, include_failed)
         rendered = {"md": to_markdown(table), "latex": to_latex(table), "html": to_html(table),
                     "csv": to_csv(table, stats)}
         stem = f"table_{ds_name}_{ratio_tag(float(r))}_{contract}_{metric}_{checkpoint}"
