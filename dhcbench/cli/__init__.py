@@ -8,6 +8,7 @@ MLflow runs KILLED. Commands live by topic in ``training``, ``results`` and ``da
 from __future__ import annotations
 
 import sys
+from typing import NoReturn
 
 # isort: off
 # Importing the command modules registers their commands, in this order in --help.
@@ -19,17 +20,37 @@ from dhcbench.errors import UserError
 __all__ = ["app", "console", "main"]
 
 
+def _exit(message: str, code: int) -> NoReturn:
+    """Print ``error: <message>`` as one line on stderr and end the process with ``code``."""
+    message = " ".join(message.split())
+    err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
 def main() -> None:
     """Console-script entry point: run the Typer app.
 
-    A UserError raised outside a command's own handler still ends as one line on stderr
-    with exit code 2.
+    A UserError raised outside a command's own handler, and a usage error found by the
+    parser itself (an unknown option, ``--seeds abc``), also end as one line on stderr with
+    exit code 2, instead of the parser's framed message.
     """
+    import typer
+
+    # The parser's exceptions: click's, or the copy of click that newer Typers carry.
+    parser = sys.modules[typer.BadParameter.__module__]
     try:
-        app()
+        code = app(standalone_mode=False)
     except UserError as exc:  # raised outside a command's own handler
-        err_console.print(f"error: {exc}", markup=False, highlight=False)
-        sys.exit(2)
+        _exit(str(exc), 2)
+    except parser.UsageError as exc:
+        where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+        _exit(" ".join(exc.format_message().split()) + where, 2)
+    except parser.ClickException as exc:
+        _exit(" ".join(exc.format_message().split()), exc.exit_code)
+    except parser.Abort:
+        _exit("aborted", 1)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":
