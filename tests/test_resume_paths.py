@@ -96,3 +96,37 @@ def test_a_resumed_run_logs_every_epoch_once(workdir: Path, monkeypatch) -> None
     tags = client.get_run(run_id).data.tags  # the run beat while it ran, and owns itself
     assert tags["dhcbench.heartbeat"] and tags["dhcbench.pid"] and tags["dhcbench.host"]
     assert "dhcbench.note" not in tags
+
+
+def test_a_full_disk_fails_the_run_in_one_line_and_it_resumes_once_space_is_back(
+        workdir: Path, monkeypatch) -> None:
+    import errno
+
+    import torch
+
+    real_save, calls = torch.save, {"n": 0}
+
+    def disk_fills_up(obj, f, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 2:  # epoch 0's best.pt and last.pt fit, the next file does not
+            f.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", disk_fills_up)
+    res = runner.invoke(app, ["run", "--method", "cps", *tiny_args(epochs=2)])
+    monkeypatch.setattr(torch, "save", real_save)
+    assert res.exit_code == 2
+    err = res.stderr.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].endswith("cannot write the checkpoint (No space left on device)")
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    run = _seed_run(client)
+    assert run.info.status == "FAILED"
+    assert "No space left on device" in run.data.tags["dhcbench.failure"]
+    ckpt = Path(run.data.tags["dhcbench.checkpoint_dir"])
+    assert sorted(p.name for p in ckpt.iterdir()) == ["best.pt", "last.pt"]  # no temp file
+    res = runner.invoke(app, ["run", "--method", "cps", "--resume", *tiny_args(epochs=2)])
+    assert res.exit_code == 0, res.output
+    assert "resumed at epoch 1, iteration 0" in " ".join(res.output.split())
+    assert _seed_run(client).info.status == "FINISHED"
