@@ -29,11 +29,30 @@ err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _print_version(value: bool) -> None:
+    """``--version``: print the package version and exit."""
+    if value:
+        from dhcbench import __version__
+
+        console.print(f"dhcbench {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _quiet_libraries() -> None:
-    """Keep the terminal for dhcbench's own output: MLflow's INFO chatter is dropped."""
+def _quiet_libraries(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print the version and exit."),
+) -> None:
+    """Keep the terminal for dhcbench's own output: MLflow's INFO chatter is dropped.
+
+    MLflow sets its loggers' level when it is imported (later, by a command), from
+    ``MLFLOW_LOGGING_LEVEL``; so that variable is set here, before any import of MLflow, and
+    inherited by worker processes.
+    """
     import logging
 
+    del version
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

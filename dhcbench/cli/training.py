@@ -80,10 +80,22 @@ def run(
                 f" seeds {', '.join(str(s.seed) for s in plan.specs)}"
             )
             parent = execute(plan, tracker, resume, reporter, after_seed=[log_run_figures])
-        console.print(f"finished: MLflow parent run {parent} (experiment "
-                      f"{spec.tracking.experiment!r}); see `dhcbench table` or `mlflow ui`")
+        _print_summary(tracker, parent, spec.tracking.experiment, spec.data.name, ratio)
     except (RunInterrupted, KeyboardInterrupt) as exc:
         interrupted(exc, "runs marked KILLED. Continue with the same command and --resume.")
+
+
+def _print_summary(tracker: Any, parent: str, experiment: str, dataset: str,
+                   ratio: float) -> None:
+    """The end of ``run``: each seed's test Dice and tail-class Dice, then the next commands."""
+    from dhcbench.reports.run_summary import next_commands, seed_lines, summary_table
+
+    lines, tail = seed_lines(tracker, parent)
+    console.print(f"finished: MLflow parent run {parent} (experiment {experiment!r})")
+    console.print(summary_table(lines, tail))
+    console.print("next:")
+    for command in next_commands(lines, experiment, dataset, ratio):
+        console.print(f"  {command}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

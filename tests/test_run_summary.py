@@ -1,0 +1,42 @@
+"""``dhcbench run`` ends with each seed's test Dice and tail-class Dice, its run id, and the
+commands to run next; the numbers are the ones logged to MLflow."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from dhcbench.cli import app
+from dhcbench.reports.table import tail_classes
+
+from .conftest import tiny_args
+
+runner = CliRunner()
+
+
+def test_run_prints_a_summary_of_its_seeds_and_the_next_commands(workdir: Path) -> None:
+    res = runner.invoke(app, ["run", "--method", "cps", "--seeds", "2", *tiny_args(epochs=0)],
+                        terminal_width=200)
+    assert res.exit_code == 0, res.output
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("dhcbench")
+    seeds = sorted((r for r in client.search_runs([exp.experiment_id])
+                    if r.data.tags["dhcbench.role"] == "seed"),
+                   key=lambda r: int(r.data.tags["seed"]))
+    out = res.stdout
+    assert "seed run id" in out and "Tail-4 Dice %" in out
+    for run in seeds:
+        m, tags = run.data.metrics, run.data.tags
+        tail = tail_classes(tags["classes"].split(","),
+                            [int(v) for v in run.data.params["split.labeled_voxels"].split(",")],
+                            4)
+        tail_dice = sum(m[f"test/dice/{c}"] for c in tail) / 4
+        row = next(line for line in out.splitlines() if run.info.run_id in line)
+        cells = [c.strip() for c in row.split("│") if c.strip()]
+        assert cells == [tags["seed"], run.info.run_id, f"{m['test/dice_mean']:.2f}",
+                         f"{tail_dice:.2f}"]
+    assert "dhcbench table --experiment dhcbench --dataset phantom --ratio 0.2" in out
+    assert ("dhcbench plot curves " + " ".join(f"--run {r.info.run_id}" for r in seeds)) in out
+    assert "mlflow ui" in out
