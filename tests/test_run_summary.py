@@ -40,3 +40,17 @@ def test_run_prints_a_summary_of_its_seeds_and_the_next_commands(workdir: Path) 
     assert "dhcbench table --experiment dhcbench --dataset phantom --ratio 0.2" in out
     assert ("dhcbench plot curves " + " ".join(f"--run {r.info.run_id}" for r in seeds)) in out
     assert "mlflow ui" in out
+
+
+def test_table_reads_a_store_without_writing_beside_it(finished_runs: dict, tmp_path: Path,
+                                                        monkeypatch) -> None:
+    # A copy of a store with finished runs: `table` adds its output folder and nothing else
+    # (no lock file, no temporary store), and the database's runs are unchanged.
+    import shutil
+
+    shutil.copy(finished_runs["work"] / "mlflow.db", tmp_path / "mlflow.db")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    res = runner.invoke(app, ["table"], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dhcbench-results", "mlflow.db"]

@@ -247,14 +247,25 @@ def reap_stale_runs(tracker: Tracker) -> int:
     return len(stale)
 
 
-def open_tracker(uri: str | None, experiment: str) -> Tracker:
+def open_tracker(uri: str | None, experiment: str, create: bool = True) -> Tracker:
     """An MLflow tracker, with an actionable error when the store cannot be opened or written.
 
     A local SQLite store is prepared first, under the creation lock beside it (see
     :func:`dhcbench.benchmark.sqlite_store.prepare_sqlite_store`): created atomically when
     missing, rebuilt when an interrupted creation left it half-built and empty. Other
-    failures become one-line UserErrors naming the store.
+    failures become one-line UserErrors naming the store. With ``create`` False (commands
+    that read an existing store and experiment) a sound store is opened as it is: no lock,
+    no lock file.
     """
+    if not create:
+        from dhcbench.benchmark.mlflow_tracker import MlflowTracker
+
+        prepare_store(uri, create=False)
+        try:
+            return MlflowTracker(uri, experiment)
+        except Exception as exc:  # MLflow raises several types for unreadable stores
+            raise UserError(f"cannot open the MLflow store {uri or '(default)'}:"
+                            f" {first_line(exc)}") from exc
     if uri is None and not os.environ.get("MLFLOW_TRACKING_URI"):
         here = Path.cwd()
         if not os.access(here, os.W_OK):

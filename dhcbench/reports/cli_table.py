@@ -187,7 +187,7 @@ def render_tables(
     written files.
     """
     require_store(uri)
-    tracker = open_tracker(uri, experiment)
+    tracker = open_tracker(uri, experiment, create=False)
     tracker.reap_stale()
     records, failed = _finished_records(tracker, experiment, dataset, ratio, checkpoint)
     written: list[Path] = []
