@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from dhcbench.errors import UserError
+from dhcbench.errors import UserError, first_line
 
 LAST = "last.pt"
 BEST = "best.pt"
@@ -50,17 +50,11 @@ def _os_error(exc: BaseException) -> OSError | None:
     return None
 
 
-def _first_line(exc: BaseException) -> str:
-    """The first non-empty line of an exception's message, or its type's name."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
-
-
 def _os_reason(err: OSError) -> str:
     """``No space left on device`` and the like: the system's words for the error."""
     if err.errno is not None:
         return os.strerror(err.errno)
-    return err.strerror or _first_line(err)
+    return err.strerror or first_line(err)
 
 
 def _folder_reason(folder: Path) -> str | None:
@@ -88,7 +82,7 @@ def _write_failure(exc: BaseException, folder: Path) -> str | None:
     if err is not None:
         return _os_reason(err)
     if isinstance(exc, RuntimeError) and any(w in str(exc) for w in _TORCH_WRITE_FAILURES):
-        return _folder_reason(folder) or f"write failed: {_first_line(exc)}"
+        return _folder_reason(folder) or f"write failed: {first_line(exc)}"
     return None
 
 
@@ -137,4 +131,4 @@ def load(path: Path) -> dict[str, Any]:
     except Exception as exc:  # a damaged file fails in the zip reader or the unpickler
         raise CheckpointError(
             f"{path}: cannot read the checkpoint, the file is truncated or corrupt"
-            f" ({type(exc).__name__}: {_first_line(exc).split('. ')[0]})") from exc
+            f" ({type(exc).__name__}: {first_line(exc).split('. ')[0]})") from exc

@@ -34,7 +34,7 @@ from dhcbench.benchmark.seed_run import (
 )
 from dhcbench.benchmark.spec import RunSpec, spec_key
 from dhcbench.benchmark.tracking import CHECKPOINT_DIR, FAILURE, KEY, ROLE, SEED_KEY, Tracker
-from dhcbench.errors import UserError
+from dhcbench.errors import UserError, first_line
 from dhcbench.evaluation.scoring import aggregate_seeds
 
 __all__ = ["FAILURE", "Reporter", "RunInterrupted", "RunPruned", "SeedHook", "SeedReport",
@@ -43,10 +43,9 @@ __all__ = ["FAILURE", "Reporter", "RunInterrupted", "RunPruned", "SeedHook", "Se
 
 def _failure_reason(exc: BaseException) -> str:
     """One line for the ``dhcbench.failure`` tag: the error, its type when it is a crash."""
-    text = str(exc).splitlines()[0] if str(exc) else ""
     if isinstance(exc, UserError):
-        return text[:500]
-    return f"{type(exc).__name__}: {text}"[:500]
+        return first_line(exc)[:500]
+    return f"{type(exc).__name__}: {first_line(exc)}"[:500]
 
 
 def _find_resumable(tracker: Tracker, plan: RunPlan) -> Any | None:

@@ -226,12 +226,6 @@ def sqlite_store_file(uri: str | None) -> Path | None:
     return None if name in ("", ":memory:") else Path(name)
 
 
-def first_line(exc: BaseException) -> str:
-    """The first non-empty line of an exception's message (SQL errors span many lines)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
-
-
 def prepare_store(uri: str | None, create: bool = True) -> None:
     """Make a local SQLite store safe for MLflow to open; any other store is left alone.
 

@@ -32,14 +32,13 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from dhcbench.benchmark.sqlite_store import (
-    first_line,
     prepare_sqlite_store,
     sqlite_creation_lock,
     sqlite_store_file,
 )
 from dhcbench.benchmark.sqlite_store import prepare_store as prepare_store
 from dhcbench.benchmark.sqlite_store import require_store as require_store
-from dhcbench.errors import UserError
+from dhcbench.errors import UserError, first_line
 
 ROLE = "dhcbench.role"
 KEY = "dhcbench.key"

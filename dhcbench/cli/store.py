@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from dhcbench.errors import UserError
+from dhcbench.errors import UserError, first_line
 
 #: URI schemes of stores MLflow reaches over the network (not checked before opening).
 REMOTE_SCHEMES = ("http", "https", "databricks", "postgresql", "mysql", "mssql")
@@ -66,12 +66,6 @@ def resolve_store(uri: str | None, option: str = "--uri") -> Store:
                     f" a folder, or {', '.join(REMOTE_SCHEMES)})")
 
 
-def _one_line(exc: BaseException) -> str:
-    """An exception's message on one line (its first non-empty line), with its type."""
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
-
-
 def require_existing(uri: str | None, experiment: str, option: str = "--uri") -> None:
     """For commands that only read: the store and the experiment must exist already.
 
@@ -108,8 +102,8 @@ def experiment_names(store: Store) -> list[str]:
         client = MlflowClient(tracking_uri=uri)
         return [e.name for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
     except Exception as exc:  # MLflow raises many types for unreadable stores
-        raise UserError(f"cannot read the MLflow store ({store.source}): {_one_line(exc)}"
-                        ) from exc
+        raise UserError(f"cannot read the MLflow store ({store.source}):"
+                        f" {type(exc).__name__}: {first_line(exc)}") from exc
 
 
 def existing_tracker(uri: str | None, experiment: str) -> Any:
