@@ -14,7 +14,7 @@ from typing import NoReturn
 # Importing the command modules registers their commands, in this order in --help.
 from dhcbench.cli import training, results, data  # noqa: F401
 # isort: on
-from dhcbench.cli.common import app, console, err_console
+from dhcbench.cli.common import app, console, print_error
 from dhcbench.errors import UserError
 
 __all__ = ["app", "console", "main"]
@@ -22,8 +22,7 @@ __all__ = ["app", "console", "main"]
 
 def _exit(message: str, code: int) -> NoReturn:
     """Print ``error: <message>`` as one line on stderr and end the process with ``code``."""
-    message = " ".join(message.split())
-    err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    print_error(" ".join(message.split()))
     sys.exit(code)
 
 
@@ -44,9 +43,9 @@ def main() -> None:
         _exit(str(exc), 2)
     except parser.UsageError as exc:
         where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
-        _exit(" ".join(exc.format_message().split()) + where, 2)
+        _exit(exc.format_message() + where, 2)
     except parser.ClickException as exc:
-        _exit(" ".join(exc.format_message().split()), exc.exit_code)
+        _exit(exc.format_message(), exc.exit_code)
     except parser.Abort:
         _exit("aborted", 1)
     if isinstance(code, int) and code:

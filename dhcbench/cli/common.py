@@ -67,6 +67,14 @@ def parse_dataset(text: str) -> tuple[str, dict]:
     return name, ({"name": option} if option else {})
 
 
+def nearest_existing(path: Path) -> Path:
+    """``path`` made absolute, or its nearest ancestor that exists (what a write would need)."""
+    existing = path.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return existing
+
+
 def check_out_folder(folder: Path, option: str, exists: bool = False) -> None:
     """A UserError unless ``folder`` is, or can be created as, a writable folder.
 
@@ -75,9 +83,7 @@ def check_out_folder(folder: Path, option: str, exists: bool = False) -> None:
     """
     if exists and not folder.is_dir():
         raise UserError(f"{option} {folder}: no such folder")
-    existing = folder.absolute()
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    existing = nearest_existing(folder)
     if not existing.is_dir():
         raise UserError(f"{option} {folder}: cannot be a folder ({existing} is a file)")
     if not os.access(existing, os.W_OK | os.X_OK):
@@ -91,10 +97,18 @@ def fail(message: str, code: int = 2) -> NoReturn:
     The message is printed as is (no rich markup) and not wrapped, so it stays one line; a
     message of several lines (a library's) is joined into one.
     """
+    print_error(message)
+    raise typer.Exit(code)
+
+
+def print_error(message: str) -> None:
+    """``error: <message>`` on stderr, as one line: as is (no rich markup), never wrapped.
+
+    A message of several lines (a library's) is joined into one.
+    """
     if "\n" in message:
         message = " ".join(line.strip() for line in message.splitlines() if line.strip())
     err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 def interrupted(exc: BaseException, what_now: str) -> NoReturn:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from dhcbench.cli.common import nearest_existing
 from dhcbench.errors import UserError, first_line
 
 #: URI schemes of stores MLflow reaches over the network (not checked before opening).
@@ -141,9 +142,7 @@ def check_writable_store(uri: str | None, option: str = "tracking.uri") -> Store
         if not target.is_dir():
             raise UserError(f"{store.source}: the folder {target} of the store does not exist")
     else:
-        target = path.absolute()
-        while not target.exists() and target != target.parent:
-            target = target.parent
+        target = nearest_existing(path)
         if not target.is_dir():
             raise UserError(f"{store.source}: {target} is not a folder")
     if not os.access(target, os.W_OK | os.X_OK):
