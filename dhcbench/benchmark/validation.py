@@ -52,10 +52,15 @@ def _check_train(t: TrainSpec) -> None:
         raise UserError("train.device must not be empty (auto, cpu, cuda, cuda:1 …)")
 
 
+def check_ratio(ratio: float) -> None:
+    """A labeled ratio must be a finite fraction in (0, 1]; else a UserError naming --ratio."""
+    if not (math.isfinite(ratio) and 0.0 < ratio <= 1.0):
+        raise UserError(f"--ratio {ratio}: must be a fraction in (0, 1], e.g. 0.2 for 20%")
+
+
 def _check_data(d: DataSpec) -> None:
     """Range checks of the data settings (see :func:`validate`)."""
-    if not (math.isfinite(d.ratio) and 0.0 < d.ratio <= 1.0):
-        raise UserError(f"--ratio {d.ratio}: must be a fraction in (0, 1], e.g. 0.2 for 20%")
+    check_ratio(d.ratio)
     if d.patch_size is not None and any(p < 16 or p % 16 for p in d.patch_size):
         raise UserError(
             f"data.patch_size {d.patch_size}: every side must be a multiple of 16"

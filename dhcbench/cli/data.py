@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from dhcbench.benchmark.validation import check_ratio
 from dhcbench.cli.common import app, console, user_errors
 from dhcbench.errors import UserError
 
@@ -114,8 +115,8 @@ def splits_show(
     from dhcbench.benchmark.spec import check_seed
     from dhcbench.datasets.split_report import show
 
-    if ratio is not None and not 0.0 < ratio <= 1.0:
-        raise UserError(f"--ratio {ratio}: must be a fraction in (0, 1], e.g. 0.2 for 20%")
+    if ratio is not None:
+        check_ratio(ratio)
     check_seed(split_seed, "--split-seed")
     options = {"profile": profile} if profile else {}
     for view in show(name, ratio, split_seed, options, data):

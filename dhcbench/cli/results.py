@@ -8,12 +8,10 @@ from typing import Annotated
 
 import typer
 
+from dhcbench.benchmark.validation import check_ratio
 from dhcbench.cli.common import app, check_out_folder, console, parse_dataset, user_errors
 from dhcbench.cli.store import require_existing
 from dhcbench.errors import UserError
-
-#: The figures ``dhcbench plot`` draws.
-PLOT_KINDS = ("weights", "classes", "slices", "curves")
 
 
 @app.command()
@@ -50,8 +48,8 @@ def table(
         from dhcbench.methods import METHODS
 
         baseline = METHODS.canonical(baseline)
-    if ratio is not None and not 0.0 < ratio <= 1.0:
-        raise UserError(f"--ratio {ratio}: must be a fraction in (0, 1], e.g. 0.2 for 20%")
+    if ratio is not None:
+        check_ratio(ratio)
     if dataset is not None:
         from dhcbench.datasets import DATASETS
 
@@ -111,12 +109,12 @@ def plot(
     Class-weight trajectories, per-class Dice against class frequency, qualitative slices of several methods, and training curves.
     """
     from dhcbench.benchmark.mlflow_tracker import MlflowTracker
+    from dhcbench.reports.cli_plot import check_kind
     from dhcbench.reports.cli_plot import plot as make_plot
 
     if slices < 1:
         raise UserError(f"--slices {slices}: must be >= 1")
-    if kind not in PLOT_KINDS:
-        raise UserError(f"unknown figure {kind!r} (valid: {', '.join(PLOT_KINDS)})")
+    check_kind(kind)
     check_out_folder(out, "--out")
     require_existing(uri, experiment)  # reading creates neither a store nor an experiment
     tracker = MlflowTracker(uri, experiment)  # it exists: nothing is created

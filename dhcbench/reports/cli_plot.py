@@ -24,6 +24,12 @@ from dhcbench.reports.runs import LoadedRun, best_method, dataset_of, load_run
 KINDS = ("weights", "classes", "slices", "curves")
 
 
+def check_kind(kind: str) -> None:
+    """A UserError unless ``kind`` is one of :data:`KINDS`."""
+    if kind not in KINDS:
+        raise UserError(f"unknown figure {kind!r} (valid: {', '.join(KINDS)})")
+
+
 def proportions(loaded: LoadedRun, class_names: Sequence[str]) -> dict[str, float]:
     """Voxel share of every class in the run's labeled set, in [0, 1] and summing to 1.
 
@@ -113,8 +119,7 @@ def plot(tracker: Tracker, kind: str, run_ids: Sequence[str], out: Path,
     (seeds of a configuration averaged), ``slices`` one for all runs on ``case_id`` with
     ``n_slices`` slices. Each figure is saved as PNG and PDF in ``out``.
     """
-    if kind not in KINDS:
-        raise UserError(f"unknown figure {kind!r} (valid: {', '.join(KINDS)})")
+    check_kind(kind)
     if not run_ids:
         raise UserError("give at least one --run")
     runs = [load_run(tracker, r) for r in run_ids]

@@ -22,8 +22,8 @@ from dhcbench.reports.significance import (
 from dhcbench.reports.table import (
     ResultTable,
     build_table,
+    recorded_tail,
     seed_records,
-    tail_classes,
     to_csv,
     to_html,
     to_latex,
@@ -108,9 +108,7 @@ def _add_failed(table: ResultTable, failed: pd.DataFrame, include: bool) -> None
 def _tail_of(group: pd.DataFrame, class_names: tuple[str, ...], tail_k: int) -> list[str]:
     """The tail classes of a table (none when ``tail_k`` is 0 or no counts were logged)."""
     voxels = [v for v in group["labeled_voxels"] if v]
-    if not voxels or tail_k <= 0:
-        return []
-    return tail_classes(class_names, [int(x) for x in voxels[0].split(",")], tail_k)
+    return recorded_tail(class_names, voxels[0] if voxels else "", tail_k)
 
 
 def _published_rows(group: pd.DataFrame, ratio: float) -> dict[str, PaperRow]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from rich.table import Table
 
 from dhcbench.benchmark.tracking import Tracker
-from dhcbench.reports.table import tail_classes
+from dhcbench.reports.table import recorded_tail
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,8 @@ def seed_lines(tracker: Tracker, parent_id: str, tail_k: int = 4
         tags, metrics = run.data.tags, run.data.metrics
         classes = tags.get("classes", "").split(",")
         voxels = run.data.params.get("split.labeled_voxels", "")
-        if voxels and len(classes) > 1 and tail_k > 0:
-            tail = tail_classes(classes, [int(v) for v in voxels.split(",")], tail_k)
+        if len(classes) > 1:
+            tail = recorded_tail(classes, voxels, tail_k) or tail
         tail_values = [metrics.get(f"test/dice/{name}", math.nan) for name in tail]
         lines.append(SeedLine(
             seed=tags.get("seed", "?"), run_id=run.info.run_id,

@@ -49,6 +49,16 @@ def tail_classes(class_names: Sequence[str], labeled_voxels: Sequence[int], k: i
     return [class_names[i] for _, i in sorted(fg)[:k]]
 
 
+def recorded_tail(class_names: Sequence[str], labeled_voxels: str, k: int) -> list[str]:
+    """:func:`tail_classes` from the counts as a run records them (``"n0,n1,…"``).
+
+    None (an empty list) when no counts were recorded or ``k`` is 0.
+    """
+    if not labeled_voxels or k <= 0:
+        return []
+    return tail_classes(class_names, [int(x) for x in labeled_voxels.split(",")], k)
+
+
 def _cell(values: np.ndarray) -> Cell:
     if len(values) == 0:
         return Cell(math.nan, math.nan, 0)
