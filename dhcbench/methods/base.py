@@ -153,13 +153,14 @@ class MethodInfo:
                 f"method {self.key!r} has no variant {variant!r}"
                 f" (valid: {', '.join(self.variants)})"
             )
-        unknown = sorted(set(kwargs) - set(self.defaults))
+        defaults = self.defaults  # read from the factory's signature: once
+        unknown = sorted(set(kwargs) - set(defaults))
         if unknown:
             raise UserError(
                 f"method {self.key!r} takes no argument {unknown[0]!r}"
-                f" (valid: {', '.join(sorted(self.defaults)) or 'none'})"
+                f" (valid: {', '.join(sorted(defaults)) or 'none'})"
             )
-        args = {**self.defaults, **kwargs}
+        args = {**defaults, **kwargs}
         try:
             return self.factory(
                 num_classes=num_classes,
