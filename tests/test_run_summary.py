@@ -54,3 +54,15 @@ def test_table_reads_a_store_without_writing_beside_it(finished_runs: dict, tmp_
     res = runner.invoke(app, ["table"], terminal_width=200)
     assert res.exit_code == 0, res.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dhcbench-results", "mlflow.db"]
+
+
+def test_table_reads_a_store_named_with_sqlite_options(finished_runs: dict, tmp_path: Path,
+                                                        monkeypatch) -> None:
+    # The store's file is found as MLflow finds it: without the ?options of the URI.
+    import shutil
+
+    shutil.copy(finished_runs["work"] / "mlflow.db", tmp_path / "mlflow.db")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}?timeout=30")
+    res = runner.invoke(app, ["table"], terminal_width=200)
+    assert res.exit_code == 0, res.output

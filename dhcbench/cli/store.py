@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from dhcbench.benchmark.sqlite_store import sqlite_store_file
 from dhcbench.cli.common import nearest_existing
 from dhcbench.errors import UserError, first_line
 
@@ -56,7 +57,10 @@ def resolve_store(uri: str | None, option: str = "--uri") -> Store:
     if scheme == "sqlite":
         if not text.startswith("sqlite:///") or len(text) == len("sqlite:///"):
             raise UserError(f"{source}: expected sqlite:///<file> (an SQLite file store)")
-        return Store(text, source, Path(text[len("sqlite:///"):]), True)
+        # The file as MLflow reads it: without ?options, with %-escapes decoded.
+        db = sqlite_store_file(text)
+        return Store(text, source, db if db is not None else Path(text[len("sqlite:///"):]),
+                     True)
     if scheme == "file":
         return Store(text, source, Path(parsed.path), False)
     if scheme == "" or (len(scheme) == 1 and os.name == "nt"):
