@@ -20,6 +20,8 @@ TINY_SETTINGS = [
     "train.iters_per_epoch=2",
     "train.eval_interval=1",
     "eval.window_batch=8",
+    # No logged model (about a second per seed run); finished_runs logs them.
+    "tracking.log_checkpoint=false",
 ]
 
 
@@ -73,7 +75,8 @@ def finished_runs(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> d
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         for method in ("cps", "dhc"):
             res = runner.invoke(app, ["run", "--method", method, "--seeds", "2",
-                                      "--out", str(work / "ckpt"), *tiny_args(epochs=2)])
+                                      "--out", str(work / "ckpt"), *tiny_args(epochs=2),
+                                      "--set", "tracking.log_checkpoint=true"])
             assert res.exit_code == 0, res.output
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("dhcbench")

@@ -63,6 +63,8 @@ class MemoryRun:
     data: RunData
     history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     artifacts: dict[str, bytes] = field(default_factory=dict)
+    inputs: list[dict[str, str]] = field(default_factory=list)
+    models: dict[str, Any] = field(default_factory=dict)
 
 
 class MemoryTracker:
@@ -133,6 +135,15 @@ class MemoryTracker:
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         """``text`` (UTF-8) as ``artifact_file``."""
         self._run(run_id).artifacts[artifact_file] = text.encode()
+
+    def log_dataset(self, run_id: str, fields: Mapping[str, str], context: str) -> None:
+        """Keep the dataset input's fields, with its context, in ``run.inputs``."""
+        self._run(run_id).inputs.append({**fields, "context": context})
+
+    def log_model(self, run_id: str, model: Any, requirements: list[str]) -> None:
+        """Keep the model object itself as the run's ``model`` (no serialisation)."""
+        del requirements
+        self._run(run_id).models["model"] = model
 
     def log_figure(self, run_id: str, figure: Any, artifact_file: str) -> None:
         """The figure as PNG bytes; the figure is closed."""

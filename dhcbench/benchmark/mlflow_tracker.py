@@ -21,6 +21,11 @@ from dhcbench.benchmark.tracking import (
 )
 from dhcbench.errors import UserError
 
+#: Experiment tag MLflow 3 reads to choose between its GenAI and model-training pages.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+#: Its value for classic model training (what every dhcbench experiment is).
+MODEL_TRAINING = "custom_model_development"
+
 
 class MlflowTracker:
     """The :class:`Tracker` of an MLflow store: a thin wrapper over ``MlflowClient``."""
@@ -33,9 +38,13 @@ class MlflowTracker:
         self.client = MlflowClient(tracking_uri=self.uri)
         self._beating: set[str] = set()  # runs whose owner tags a heartbeat has checked
         exp = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = (
-            exp.experiment_id if exp is not None else self.client.create_experiment(experiment)
-        )
+        if exp is None:
+            self.experiment_id = self.client.create_experiment(
+                experiment, tags={EXPERIMENT_KIND: MODEL_TRAINING})
+            self._kind_known = True
+        else:
+            self.experiment_id = exp.experiment_id
+            self._kind_known = EXPERIMENT_KIND in exp.tags
 
     # -- runs ----------------------------------------------------------------------------------
     def start_run(self, name: str, tags: Mapping[str, Any], parent_id: str | None = None) -> str:
@@ -45,6 +54,9 @@ class MlflowTracker:
         ``parent_id`` the run is nested under that run (``mlflow.parentRunId``).
         """
         all_tags = {k: str(v) for k, v in tags.items()} | owner_tags()
+        if not self._kind_known:  # an experiment made by MLflow or an older dhcbench
+            self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
+            self._kind_known = True
         if parent_id is not None:
             all_tags[PARENT] = parent_id
         run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
@@ -142,6 +154,36 @@ class MlflowTracker:
 
         self.client.log_figure(run_id, figure, artifact_file)
         plt.close(figure)
+
+    def log_dataset(self, run_id: str, fields: Mapping[str, str], context: str) -> None:
+        """Record the run's dataset as an MLflow run input (``context``: training, …).
+
+        ``fields``: ``name``, ``digest``, ``source``, ``source_type`` and ``profile`` (see
+        :func:`dhcbench.benchmark.run_records.dataset_input`).
+        """
+        import json
+
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        dataset = Dataset(name=fields["name"], digest=fields["digest"],
+                          source_type=fields["source_type"],
+                          source=json.dumps({"uri": fields["source"]}),
+                          profile=json.dumps({"summary": fields["profile"]}))
+        self.client.log_inputs(run_id, datasets=[DatasetInput(
+            dataset, tags=[InputTag("mlflow.data.context", context)])])
+
+    def log_model(self, run_id: str, model: Any, requirements: list[str]) -> None:
+        """Log a :class:`~dhcbench.evaluation.segmenter.Segmenter` as the run's ``model``.
+
+        Loadable with ``mlflow.pytorch.load_model("runs:/<run_id>/model")``.
+        """
+        from dhcbench.evaluation.segmenter import log_segmenter
+
+        # Made here, in this experiment: MLflow would put it in the process's active one.
+        logged = self.client.create_logged_model(
+            self.experiment_id, name="model", source_run_id=run_id, model_type="segmentation",
+            params=dict(self.client.get_run(run_id).data.params))
+        log_segmenter(self.uri, run_id, model, requirements, logged.model_id)
 
     def weight_history(self, run_id: str) -> dict[str, dict[str, list[tuple[int, float]]]]:
         """``{branch: {class: [(epoch, weight), …]}}`` from ``train/weight_<branch>/<class>``."""

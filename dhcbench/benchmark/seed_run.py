@@ -26,6 +26,7 @@ from dhcbench.benchmark.planning import (
     run_name,
     training_ids,
 )
+from dhcbench.benchmark.run_records import log_trained_model
 from dhcbench.benchmark.spec import RunSpec
 from dhcbench.benchmark.tracking import Tracker
 from dhcbench.benchmark.train_state import TrainingDiverged, seed_everything
@@ -286,8 +287,7 @@ def run_seed(
     tracker.log_metrics(run_id, metrics, step=max(result.last_epoch, 0))
     for which, table in tables.items():
         tracker.log_text(run_id, table.to_csv(index=False), f"metrics/test_cases_{which}.csv")
-    if spec.tracking.log_checkpoint and best_path.is_file():
-        tracker.log_artifact(run_id, best_path, "checkpoint")
+    log_trained_model(tracker, run_id, method, spec, plan, best_path)
     for hook in after_seed:
         hook(SeedReport(tracker, run_id, spec, plan, metrics, example))
     return metrics

@@ -162,22 +162,26 @@ class RunSpec:
         return dataclasses.asdict(self)
 
     def flat(self) -> dict[str, Any]:
-        """Dotted-key view (``train.lr`` …) for MLflow params.
+        """Dotted-key view (``train.lr`` …) for MLflow params (see :func:`flatten`)."""
+        return flatten(self.to_dict())
 
-        Nested dicts are flattened down to their leaves, ``method.kwargs`` and
-        ``data.options`` too; an empty dict stays one entry.
-        """
-        out: dict[str, Any] = {}
 
-        def walk(prefix: str, value: Any) -> None:
-            if isinstance(value, dict) and value:
-                for k, v in value.items():
-                    walk(f"{prefix}.{k}" if prefix else k, v)
-            else:
-                out[prefix] = value
+def flatten(tree: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested dicts as one dict of dotted keys (``train.lr``) down to their leaves.
 
-        walk("", self.to_dict())
-        return out
+    ``method.kwargs`` and ``data.options`` are flattened too; an empty dict stays one entry.
+    """
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            out[prefix] = value
+
+    walk("", dict(tree))
+    return out
 
 
 def spec_key(spec: RunSpec, *, with_seed: bool = False) -> str:

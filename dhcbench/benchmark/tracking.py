@@ -3,17 +3,11 @@
 MLflow is its implementation (:class:`dhcbench.benchmark.mlflow_tracker.MlflowTracker`),
 with an in-memory one for tests (:mod:`dhcbench.benchmark.memory_tracker`).
 
-One parent run per ``dhcbench run`` invocation and one child run per seed (linked with
-MLflow's ``mlflow.parentRunId`` tag, so ``mlflow ui`` nests them). Metrics are sent in
-batches (``log_batch``: one SQLite transaction instead of one per value). Every run records
-the host and process that own it, and :meth:`Tracker.heartbeat` stamps it with the time it
-was last known alive; :meth:`Tracker.reap_stale` marks runs whose process died without
-ending them (same host: the process is gone; any host: the heartbeat is too old) as FAILED,
-so nothing stays RUNNING forever.
-
-An SQLite store is created atomically (:func:`open_tracker`): its tables are built in a
-temporary file beside it, under a lock, and renamed into place, so a command killed while
-creating it leaves either no store or a complete one.
+One parent run per ``dhcbench run`` invocation and one child run per seed, nested in
+``mlflow ui`` by ``mlflow.parentRunId``; metrics go in batches. Every run records its owner
+(host, process) and a heartbeat; :meth:`Tracker.reap_stale` marks runs whose process died
+without ending them as FAILED, so nothing stays RUNNING forever. An SQLite store is created
+atomically (:func:`open_tracker`): built in a temporary file under a lock, then renamed.
 
 Runs come back as MLflow-shaped records: ``run.info`` (``run_id``, ``run_name``,
 ``status``, ``start_time``) and ``run.data`` (``tags``, ``params``, ``metrics``: latest
@@ -112,6 +106,14 @@ class Tracker(Protocol):
 
     def log_figure(self, run_id: str, figure: Any, artifact_file: str) -> None:
         """A matplotlib figure as a PNG artifact; the figure is closed."""
+        ...
+
+    def log_dataset(self, run_id: str, fields: Mapping[str, str], context: str) -> None:
+        """The run's dataset as a run input (name, digest, source, profile)."""
+        ...
+
+    def log_model(self, run_id: str, model: Any, requirements: list[str]) -> None:
+        """A trained model as the run's ``model``."""
         ...
 
     def download_artifact(self, run_id: str, artifact: str, dest: Path) -> Path:

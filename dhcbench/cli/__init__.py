@@ -37,6 +37,7 @@ def main() -> None:
 
     # The parser's exceptions: click's, or the copy of click that newer Typers carry.
     parser = sys.modules[typer.BadParameter.__module__]
+    abort = getattr(parser, "Abort", ())  # () catches nothing: Typer's copy has no Abort
     try:
         code = app(standalone_mode=False)
     except UserError as exc:  # raised outside a command's own handler
@@ -46,7 +47,7 @@ def main() -> None:
         _exit(exc.format_message() + where, 2)
     except parser.ClickException as exc:
         _exit(exc.format_message(), exc.exit_code)
-    except parser.Abort:
+    except abort:
         _exit("aborted", 1)
     if isinstance(code, int) and code:
         sys.exit(code)

@@ -132,19 +132,18 @@ def frame(rows: Iterable[dict[str, object]]) -> pd.DataFrame:
 
 
 def aggregate_seeds(results: Sequence[Mapping[str, float]]) -> dict[str, float]:
-    """Mean and population std over seeds of the averaged test metrics (parent run).
+    """Mean and population std over seeds of every test metric (the parent run's metrics).
 
-    ``results`` are the seeds' metric dicts; for every average (Dice in %, ASD and HD95)
-    the output has ``<key>`` (mean over the seeds that have it) and ``<key>_std`` (ddof 0),
-    plus ``seeds_finished``, the number of seeds.
+    ``results`` are the seeds' metric dicts; for every ``test/…`` and ``test_last/…`` key —
+    the averages and each class's Dice (%), ASD and HD95 — the output has ``<key>`` (mean
+    over the seeds that have it) and ``<key>_std`` (ddof 0), plus ``seeds_finished``, the
+    number of seeds.
     """
     out: dict[str, float] = {}
-    keys = ("test/dice_mean", "test/asd_mean", "test/rigorous/dice_mean",
-            "test/rigorous/asd_mean", "test/rigorous/hd95_mean")
+    keys = sorted({k for r in results for k in r if k.startswith(("test/", "test_last/"))})
     for key in keys:
         values = [r[key] for r in results if key in r]
-        if values:
-            out[key] = float(np.mean(values))
-            out[f"{key}_std"] = float(np.std(values))
+        out[key] = float(np.mean(values))
+        out[f"{key}_std"] = float(np.std(values))
     out["seeds_finished"] = float(len(results))
     return out
