@@ -5,12 +5,13 @@ A layer is a nested mapping (``{"train": {"lr": 0.01}}``) from a YAML file (``--
 in order (:func:`deep_merge`), and :func:`build_dataclass` turns the merged mapping into the
 frozen dataclasses of :mod:`dhcbench.benchmark.spec`, coercing each value to its field's
 type. Unknown keys and values of the wrong type fail at once, naming the setting and, for an
-unknown key, the valid ones.
+unknown key, the closest valid one (or all of them).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from collections.abc import Mapping
@@ -123,10 +124,7 @@ def build_dataclass(cls: type, data: Mapping[str, Any], where: str) -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(data) - set(names))
     if unknown:
-        raise UserError(
-            f"unknown setting {where + '.' if where else ''}{unknown[0]}"
-            f" (valid: {', '.join(names)})"
-        )
+        raise UserError(_unknown_setting(cls, where, unknown[0], data[unknown[0]]))
     kwargs: dict[str, Any] = {}
     for name in names:
         if name not in data:
@@ -141,6 +139,28 @@ def build_dataclass(cls: type, data: Mapping[str, Any], where: str) -> Any:
         else:
             kwargs[name] = _coerce(data[name], hint, sub)
     return cls(**kwargs)
+
+
+def _unknown_setting(cls: type, where: str, key: str, value: Any) -> str:
+    """The message for ``key``, not a field of the dataclass ``cls``: the closest setting.
+
+    ``unknown setting train.lrr; did you mean train.lr?`` — the closest field name by
+    :func:`difflib.get_close_matches`; for a misspelt section holding one setting (``trian:
+    {lr: …}``) the message names the whole path (``trian.lr``, ``train.lr``) when the
+    setting exists in the section suggested. Without a close name, the valid ones.
+    """
+    prefix = f"{where}." if where else ""
+    names = [f.name for f in dataclasses.fields(cls)]
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    if not close:
+        return f"unknown setting {prefix}{key} (valid: {', '.join(names)})"
+    bad, good = key, close[0]
+    section = typing.get_type_hints(cls)[good]
+    if isinstance(value, Mapping) and len(value) == 1 and dataclasses.is_dataclass(section):
+        (leaf,) = value
+        if leaf in {f.name for f in dataclasses.fields(section)}:
+            bad, good = f"{key}.{leaf}", f"{good}.{leaf}"
+    return f"unknown setting {prefix}{bad}; did you mean {prefix}{good}?"
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:

@@ -23,7 +23,14 @@ from typing import Any
 import torch
 
 from dhcbench import __version__
-from dhcbench.benchmark.spec import RunSpec, build_spec, check_layer, check_seed, spec_key
+from dhcbench.benchmark.spec import (
+    RunSpec,
+    build_spec,
+    check_layer,
+    check_seed,
+    flatten,
+    spec_key,
+)
 from dhcbench.benchmark.tracking import KEY, ROLE
 from dhcbench.datasets import DATASETS, DatasetSpec, data_root
 from dhcbench.datasets.splits import Split, ratio_tag, resolve_split
@@ -233,7 +240,8 @@ def default_layers(config: Path | None, overrides: Sequence[str]) -> list[dict[s
     layers: list[dict[str, Any]] = []
     if config is not None:
         layers.append(check_layer(load_config_file(config), str(config)))
-    layers.extend(check_layer(parse_assignment(o), f"--set {o!r}") for o in overrides)
+    layers.extend(check_layer(parse_assignment(o), f"--set {o.split('=', 1)[0]}")
+                  for o in overrides)
     return layers
 
 
@@ -256,9 +264,15 @@ def run_tags(spec: RunSpec, plan: RunPlan, role: str) -> dict[str, Any]:
     }
 
 
-def run_params(spec: RunSpec, plan: RunPlan) -> dict[str, Any]:
-    """A run's parameters: the flat spec and the resolved split and geometry."""
-    params = {k: v for k, v in spec.flat().items() if not k.startswith("tracking.")}
+def run_params(spec: RunSpec, plan: RunPlan, resolved: Mapping[str, Any] | None = None,
+               ) -> dict[str, Any]:
+    """A run's parameters: the flat spec and the resolved split and geometry.
+
+    ``resolved`` is the spec as a tree with its defaults filled in (see
+    :func:`dhcbench.benchmark.run_records.resolved_spec`); None logs the spec as given.
+    """
+    tree = spec.to_dict() if resolved is None else resolved
+    params = {k: v for k, v in flatten(tree).items() if not k.startswith("tracking.")}
     params.update({
         "split.source": plan.split.source,
         "split.sha256": plan.split.sha256(),

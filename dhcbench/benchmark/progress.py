@@ -1,4 +1,8 @@
-"""Rich progress bars for long work (dataset generation, training, testing)."""
+"""Rich progress bars for long work (dataset generation, training, testing).
+
+The time left is :class:`SteadyTimeRemaining`: the task's mean pace since its first step,
+so it neither blanks out nor jumps while a seed evaluates between epochs.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +13,79 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
+from rich.text import Text
 
-from dhcbench.benchmark.planning import run_name
+from dhcbench.benchmark.planning import RunPlan, run_name, training_ids
 from dhcbench.benchmark.runner import Reporter
 from dhcbench.benchmark.spec import RunSpec
+
+
+class SteadyTimeRemaining(ProgressColumn):
+    """Time left of a task from its mean pace since its first step, once there is one.
+
+    rich's own column divides by the speed of the last 30 s of updates and shows
+    ``-:--:--`` when that window holds fewer than two of them: after every evaluation
+    longer than 30 s, and all along when one step takes longer. Here the pace is the steps
+    done since the first one the column saw (a resumed seed starts part-way) over the time
+    they took, pauses (evaluations, checkpoints) included, so the estimate covers them too
+    and, once known, stays shown until the task ends.
+    """
+
+    max_refresh = 0.5
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._first: dict[TaskID, tuple[float, float]] = {}
+
+    def seconds_left(self, task: Task) -> float | None:
+        """Seconds until ``task`` is done at its mean pace; None before a second step."""
+        if task.finished:
+            return 0.0
+        elapsed = task.elapsed
+        if task.total is None or elapsed is None or task.completed <= 0:
+            return None
+        first = self._first.setdefault(task.id, (elapsed, task.completed))
+        done, took = task.completed - first[1], elapsed - first[0]
+        if done <= 0 or took <= 0:
+            return None
+        return max(0.0, (task.total - task.completed) * took / done)
+
+    def render(self, task: Task) -> Text:
+        """``H:MM:SS`` left, or ``-:--:--`` until a pace is known."""
+        left = self.seconds_left(task)
+        if left is None:
+            return Text("-:--:--", style="progress.remaining")
+        minutes, seconds = divmod(int(left + 0.5), 60)
+        hours, minutes = divmod(minutes, 60)
+        return Text(f"{hours:d}:{minutes:02d}:{seconds:02d}", style="progress.remaining")
+
+
+def run_header(plan: RunPlan, ratio: float) -> str:
+    """The line ``dhcbench run`` prints before training: method, data it uses, seeds.
+
+    Only the cases the method's data mode trains on are counted: ``4 labeled / 16
+    unlabeled`` for a semi-supervised method, ``4 labeled`` for ``labeled-only``, ``20
+    training cases, all labeled`` for ``fully``.
+    """
+    from dhcbench.methods import METHODS
+
+    spec = plan.specs[0]
+    mode = METHODS.get(spec.method.name).data_mode
+    labeled, unlabeled = training_ids(plan, mode)
+    if mode == "all":
+        cases = f"{len(labeled)} training cases, all labeled"
+    elif mode == "labeled":
+        cases = f"{len(labeled)} labeled cases (no unlabeled ones)"
+    else:
+        cases = f"{len(labeled)} labeled / {len(unlabeled)} unlabeled"
+    return (f"{spec.method.name} on {spec.data.name} {ratio:g}: {cases},"
+            f" seeds {', '.join(str(s.seed) for s in plan.specs)}")
 
 
 class RichReporter(Reporter):
@@ -29,7 +98,7 @@ class RichReporter(Reporter):
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            TimeRemainingColumn(),
+            SteadyTimeRemaining(),
             console=console,
         )
         self._train: Any = None

@@ -1,21 +1,94 @@
 """What every command module shares: the Typer app, the consoles, the error handling.
 
 A command reports bad input one way only (:func:`user_errors`: one line on stderr, exit
-code 2).
+code 2). Help pages show a placeholder after an option only where the option takes a value
+(:func:`placeholder`).
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import typer
+import typer.core
 from rich.console import Console
 
 from dhcbench.errors import UserError
+
+#: What each value of ``--variant`` means (``run``'s help, ``dhcbench methods METHOD``). The
+#: CLI does not import the method registry to start up (that would import torch), so the
+#: names are listed here; a test checks they cover every variant a method registers.
+VARIANTS: dict[str, str] = {
+    "reference": "as the official DHC code, which produced the published tables (default)",
+    "paper": "the DHC paper's equations where the code differs (DHC, CPS, the pairings)",
+    "fixed": "the method's own paper where the DHC code departs from it",
+}
+
+
+def variant_help() -> str:
+    """The help of ``--variant``: every variant with its meaning."""
+    meanings = "; ".join(f"{name}: {text}" for name, text in VARIANTS.items())
+    return f"{meanings}. Which variants a method has: `dhcbench methods METHOD`."
+
+
+#: Placeholders of value options in help pages, by long option name; other options get one
+#: from their type (N, NUMBER, PATH) or their name.
+PLACEHOLDERS: dict[str, str] = {
+    "method": "METHOD", "methods": "METHODS", "baseline": "METHOD", "dataset": "DATASET",
+    "ratio": "RATIO", "variant": "VARIANT", "set": "KEY=VALUE", "config": "FILE",
+    "seed-list": "SEEDS", "run": "RUN_ID", "experiment": "NAME", "study": "NAME",
+    "partition": "NAME", "uri": "URI", "storage": "URL", "params": "NAMES", "case": "CASE_ID",
+    "spacing": "Z,Y,X", "time": "MINUTES", "mri-normalization": "MODE",
+}
+_TYPE_PLACEHOLDERS = {int: "N", float: "NUMBER"}
+
+
+def placeholder(param: Any) -> str | None:
+    """The placeholder shown after ``param`` in a help page, or None for none.
+
+    An argument gets none (its name, or metavar, is shown already). For an option an
+    explicit ``metavar`` wins, a flag (``--resume``) gets none, and a value option gets
+    :data:`PLACEHOLDERS`' entry for its long name, else one from its type: ``N`` (int),
+    ``NUMBER`` (float), ``PATH``, or its name in capitals.
+    """
+    if getattr(param, "param_type_name", "") != "option":
+        return None
+    if param.metavar is not None:
+        return param.metavar or None
+    if getattr(param, "is_flag", False) or getattr(param, "count", False):
+        return None
+    name = max(param.opts, key=len).lstrip("-") if param.opts else str(param.name)
+    if name in PLACEHOLDERS:
+        return PLACEHOLDERS[name]
+    descriptor = getattr(param, "type_descriptor", None)
+    annotation = getattr(descriptor, "annotation", None)
+    if getattr(descriptor, "is_list", False):
+        annotation = typing.get_args(annotation)[0]
+    if getattr(descriptor, "is_path", False):
+        return "PATH"
+    return _TYPE_PLACEHOLDERS.get(annotation, name.upper().replace("-", "_"))  # type: ignore[call-overload]
+
+
+def _use_placeholders() -> None:
+    """Make every help page show :func:`placeholder` instead of Typer's type labels.
+
+    Recent Typers label every parameter with its Python type (``--resume <bool>``,
+    ``--set <list[str]>``), flags included, and offer no setting to turn that off; both the
+    rich and the plain help pages read it from ``display_type_rich``, replaced here. Older
+    Typers, which lack it, are left as they are.
+    """
+    for name in ("TyperOption", "TyperArgument"):
+        cls = getattr(typer.core, name, None)
+        if cls is not None and hasattr(cls, "display_type_rich"):
+            cls.display_type_rich = lambda self, ctx: placeholder(self)
+
+
+_use_placeholders()
 
 app = typer.Typer(
     add_completion=False,

@@ -15,6 +15,7 @@ from dhcbench.cli.common import (
     interrupted,
     parse_dataset,
     user_errors,
+    variant_help,
 )
 from dhcbench.cli.store import check_writable_store, existing_tracker, open_store
 from dhcbench.errors import UserError
@@ -28,7 +29,7 @@ def run(
     ratio: Annotated[float, typer.Option("--ratio", "-r", help="Labeled fraction of the training cases, e.g. 0.2.")] = 0.2,
     seeds: Annotated[int, typer.Option(help="Number of seeds: the paper's 0, 1, 666 first.")] = 1,
     seed_list: Annotated[str | None, typer.Option("--seed-list", help="Explicit seeds, e.g. 0,1,666.")] = None,
-    variant: Annotated[str | None, typer.Option(help="reference (the official code) or paper (the paper's equations).")] = None,
+    variant: Annotated[str | None, typer.Option(help=variant_help())] = None,
     epochs: Annotated[int | None, typer.Option(help="Shortcut for --set train.epochs=N.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1 …")] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML file of setting overrides.")] = None,
@@ -40,9 +41,9 @@ def run(
     """Train and test a method on a dataset for one or more seeds, tracked in MLflow."""
     from dhcbench.benchmark.planning import default_layers, plan_run
     from dhcbench.benchmark.planning import seed_list as make_seeds
-    from dhcbench.benchmark.progress import RichReporter
+    from dhcbench.benchmark.progress import RichReporter, run_header
     from dhcbench.benchmark.runner import RunInterrupted, execute
-    from dhcbench.reports.run_figures import log_run_figures
+    from dhcbench.reports.run_figures import log_parent_figures, log_run_figures
 
     try:
         explicit = None
@@ -74,12 +75,9 @@ def run(
             spec = plan.specs[0]
             # Every input is checked; only now is the store opened (or created).
             tracker = open_store(spec.tracking.uri, spec.tracking.experiment)
-            reporter.message(
-                f"{spec.method.name} on {spec.data.name} {ratio:g}: "
-                f"{len(plan.split.labeled)} labeled / {len(plan.split.unlabeled)} unlabeled,"
-                f" seeds {', '.join(str(s.seed) for s in plan.specs)}"
-            )
-            parent = execute(plan, tracker, resume, reporter, after_seed=[log_run_figures])
+            reporter.message(run_header(plan, ratio))
+            parent = execute(plan, tracker, resume, reporter, after_seed=[log_run_figures],
+                             after_parent=[log_parent_figures])
         _print_summary(tracker, parent, spec.tracking.experiment, spec.data.name, ratio)
     except (RunInterrupted, KeyboardInterrupt) as exc:
         interrupted(exc, "runs marked KILLED. Continue with the same command and --resume.")

@@ -10,6 +10,7 @@ continues exactly.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import math
 from collections.abc import Callable, Mapping
@@ -156,9 +157,11 @@ class MethodInfo:
         defaults = self.defaults  # read from the factory's signature: once
         unknown = sorted(set(kwargs) - set(defaults))
         if unknown:
+            close = difflib.get_close_matches(unknown[0], sorted(defaults), n=1)
             raise UserError(
                 f"method {self.key!r} takes no argument {unknown[0]!r}"
-                f" (valid: {', '.join(sorted(defaults)) or 'none'})"
+                + (f"; did you mean method.kwargs.{close[0]}?" if close else
+                   f" (valid: {', '.join(sorted(defaults)) or 'none'})")
             )
         args = {**defaults, **kwargs}
         try:
