@@ -1,9 +1,8 @@
 """Reports: golden renders with the published rows and statistics marks, the statistics
-against scipy, the figures, and the paper-results lookup."""
+against scipy, and the paper-results lookup (the figures: test_figures.py)."""
 
 from __future__ import annotations
 
-import math
 import shutil
 import subprocess
 from pathlib import Path
@@ -13,12 +12,6 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from dhcbench.reports.figures import (
-    dice_vs_proportion,
-    slice_comparison,
-    training_curves,
-    weight_trajectories,
-)
 from dhcbench.reports.paper import paper_row
 from dhcbench.reports.stats import case_means, paired_test
 from dhcbench.reports.table import build_table, tail_classes, to_html, to_latex, to_markdown
@@ -126,64 +119,3 @@ def test_paper_lookup_keeps_incomplete_rows_to_their_averages() -> None:
     assert fully is not None and fully.dice["prostate_uterus"] == 58.3
     assert "portal_splenic_veins" not in fully.dice
     assert paper_row("synapse", 0.3, "dhc") is None
-
-
-def _png(fig, path: Path) -> int:
-    fig.savefig(path)
-    return path.stat().st_size
-
-
-def test_figures_render_with_axes_and_legends(tmp_path: Path) -> None:
-    names = ("background", "spleen", "liver")
-    fig = weight_trajectories({"a": {"spleen": [(0, 1.0), (1, 2.0)], "liver": [(0, 3.0)]},
-                               "b": {"spleen": [(0, 0.5), (1, 0.7)]}}, names)
-    assert [ax.get_title() for ax in fig.axes] == ["branch A", "branch B"]
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["Sp", "Li"]
-    assert _png(fig, tmp_path / "w.png") > 5000
-
-    fig = training_curves({"train/loss": [(0, 2.0), (1, 1.5)], "train/lambda": [(0, 0.01)],
-                           "train/lr": [(0, 0.03)], "eval/dice_mean": [(0, 10.0)]})
-    assert [ax.get_title() for ax in fig.axes] == [
-        "losses", "unsupervised weight λ", "learning rate", "eval Dice (%)"]
-    assert _png(fig, tmp_path / "c.png") > 5000
-
-    fig = dice_vs_proportion({"cps": {"spleen": 40.0, "liver": 90.0},
-                              "dhc": {"spleen": 60.0, "liver": 85.0}},
-                             {"background": 0.9, "spleen": 0.01, "liver": 0.09}, names)
-    left, right = fig.axes
-    assert left.get_xscale() == "log" and left.get_ylabel() == "Dice (%)"
-    assert [t.get_text() for t in right.get_legend().get_texts()] == ["cps", "dhc"]
-    assert [t.get_text() for t in right.get_xticklabels()] == ["Li", "Sp"]
-    assert _png(fig, tmp_path / "p.png") > 5000
-
-    label = np.zeros((6, 8, 8), dtype=np.uint8)
-    label[1:5, 2:6, 2:6] = 2
-    label[2:4, 0:2, 0:2] = 1
-    fig = slice_comparison(np.random.default_rng(0).random((6, 8, 8)), label,
-                           {"cps": label, "dhc": np.zeros_like(label)}, names, n_slices=2)
-    assert [ax.get_title() for ax in fig.axes[:4]] == ["image", "ground truth", "cps", "dhc"]
-    assert len(fig.axes) == 2 * 4
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["Sp", "Li"]
-    assert _png(fig, tmp_path / "s.png") > 5000
-    assert math.isfinite(label.mean())
-
-
-def test_classes_figure_averages_the_seeds_of_a_method() -> None:
-    from dhcbench.reports.cli_plot import mean_over_seeds
-    from dhcbench.reports.figures import dice_vs_proportion
-
-    per_run = {
-        "cps-phantom-20p-seed0": {"liver": 90.0, "spleen": 60.0},
-        "cps-phantom-20p-seed1": {"liver": 80.0, "spleen": 70.0},
-        "cps-phantom-20p-seed666": {"liver": 70.0},  # spleen missing: averaged over two
-        "dhc-phantom-20p-seed0": {"liver": 50.0, "spleen": 40.0},
-    }
-    out = mean_over_seeds(per_run)
-    assert out == {"cps-phantom-20p (mean of 3 seeds)": {"liver": 80.0, "spleen": 65.0},
-                   "dhc-phantom-20p-seed0": {"liver": 50.0, "spleen": 40.0}}
-    # fourteen methods: every series keeps its own colour and marker, legend below
-    many = {f"m{i}": {"liver": float(i), "spleen": float(i)} for i in range(14)}
-    fig = dice_vs_proportion(many, {"liver": 0.2, "spleen": 0.02}, ["background", "liver",
-                                                                   "spleen"])
-    styles = {(tuple(line.get_color()), line.get_marker()) for line in fig.axes[1].lines}
-    assert len(styles) == 14 and len(fig.legends) == 1

@@ -1,7 +1,10 @@
-"""Figures logged with every run: class-weight trajectories and per-class test Dice.
+"""Figures of one run: class-weight trajectories, training curves and per-class test Dice.
 
 Plotting functions take plain data (no MLflow objects) and return a matplotlib Figure; the
-caller saves or logs it. The Agg backend is used, so no display is needed.
+caller saves or logs it. The Agg backend is used, so no display is needed. Every organ has
+its colour of :mod:`dhcbench.reports.palette`; lines that are not organs (losses, λ, the
+learning rate, mean Dice) are black and gray, so a colour always means an organ. Epoch axes
+have integer ticks, and legends sit outside the axes, hiding nothing.
 """
 
 from __future__ import annotations
@@ -9,51 +12,113 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import matplotlib
-import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from dhcbench.datasets.classes import abbreviation  # noqa: E402
+from dhcbench.reports.palette import class_colours, class_linestyle  # noqa: E402
+from dhcbench.reports.plot_labels import metric_label  # noqa: E402
+
+Points = Sequence[tuple[int, float]]
+
+#: Styles of the series that are not organs: black and grays, told apart by line style.
+NEUTRAL_STYLES = (("#000000", "-"), ("#666666", "--"), ("#999999", ":"), ("#333333", "-."))
 
 
-def _class_colours(n: int) -> list:
-    cmap = plt.get_cmap("tab20")
-    return [cmap(i % 20) for i in range(n)]
+def epoch_axis(ax: Axes) -> None:
+    """Label the x axis ``epoch`` and put its ticks on whole epochs only."""
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _draw(ax: Axes, points: Points, **style: object) -> None:
+    """One series of ``(epoch, value)`` points; a marker on each while there are few."""
+    xs, ys = zip(*sorted(points), strict=True)
+    ax.plot(xs, ys, marker="." if len(xs) < 40 else None, linewidth=1.5, **style)
+
+
+def is_constant(points: Points, rtol: float = 1e-6) -> bool:
+    """Whether a series keeps one value (up to ``rtol`` of its magnitude)."""
+    ys = [v for _, v in points]
+    return not ys or max(ys) - min(ys) <= rtol * max(1.0, *(abs(v) for v in ys))
+
+
+def constant_branches(history: Mapping[str, Mapping[str, Points]]) -> list[str]:
+    """The branches of a weight history whose every class weight never changed."""
+    return [b for b in sorted(history) if all(is_constant(p) for p in history[b].values())]
+
+
+def constant_note(series: Mapping[str, Points]) -> str:
+    """What weights that never changed were, in words.
+
+    ``constant 1 for every class`` or ``fixed per class, 0.5 to 3``.
+    """
+    values = [v for points in series.values() for _, v in points]
+    if not values:
+        return "not logged"
+    if is_constant([(0, v) for v in values]):
+        return f"constant {values[0]:.3g} for every class"
+    return f"fixed per class, {min(values):.3g} to {max(values):.3g}"
 
 
 def weight_trajectories(
-    history: Mapping[str, Mapping[str, Sequence[tuple[int, float]]]],
+    history: Mapping[str, Mapping[str, Points]],
     class_names: Sequence[str],
     title: str = "",
+    branch_titles: Mapping[str, str] | None = None,
 ) -> Figure:
     """How each branch's class weights evolve during training (DHC paper, Fig. 4).
 
-    One panel per branch (``history[branch][class] = [(epoch, weight), …]``), one line per
-    class of ``class_names`` that has points, a shared legend on the right.
+    One panel per branch (``history[branch][class] = [(epoch, weight), …]``), titled from
+    ``branch_titles`` (e.g. ``{"a": "DiffDW (branch A)"}``; default ``branch A``), one line
+    per class of ``class_names`` that has points, in its organ colour and a line style that
+    cycles with the class index; one class legend right of the panels. A branch whose
+    weights never change shows a note instead of flat lines (callers skip the figure when
+    every branch is constant, :func:`constant_branches`).
     """
     branches = sorted(history)
-    fig, axes = plt.subplots(1, max(1, len(branches)), figsize=(5.5 * max(1, len(branches)), 4),
-                             squeeze=False, sharey=False)
-    colours = _class_colours(len(class_names))
-    for ax, branch in zip(axes[0], branches, strict=False):
-        for colour, name in zip(colours, class_names, strict=True):
+    titles = branch_titles or {}
+    colours = class_colours(class_names)
+    fig = plt.figure(figsize=(5.0 * max(1, len(branches)) + 1.6, 4.2), layout="constrained")
+    axes = fig.subplots(1, max(1, len(branches)), squeeze=False)[0]
+    flat = set(constant_branches(history))
+    for ax, branch in zip(axes, branches, strict=False):
+        ax.set_title(titles.get(branch, f"branch {branch.upper()}"))
+        if branch in flat:
+            note = f"class weights {constant_note(history[branch])},\nnever updated"
+            ax.text(0.5, 0.5, note, ha="center", va="center", transform=ax.transAxes,
+                    fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            continue
+        for i, name in enumerate(class_names):
             points = history[branch].get(name, [])
             if points:
-                xs, ys = zip(*sorted(points), strict=True)
-                ax.plot(xs, ys, color=colour, label=abbreviation(name), linewidth=1.5)
-        ax.set_title(f"branch {branch.upper()}")
-        ax.set_xlabel("epoch")
+                _draw(ax, points, color=colours[i], linestyle=class_linestyle(i),
+                      label=abbreviation(name))
+        epoch_axis(ax)
         ax.set_ylabel("class weight")
         ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="center right", fontsize=8, frameon=False)
+    labelled = _legend_entries(axes)
+    if labelled:
+        fig.legend(list(labelled.values()), list(labelled), loc="outside right upper",
+                   fontsize=8, title="class", ncol=1 if len(labelled) <= 16 else 2)
     if title:
         fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0, 0.9, 1))
     return fig
+
+
+def _legend_entries(axes: Sequence[Axes]) -> dict[str, object]:
+    """Label -> handle over several axes, each label once, in drawing order."""
+    out: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            out.setdefault(label, handle)
+    return out
 
 
 def class_dice_bars(dice: Mapping[str, float], class_names: Sequence[str], title: str = ""
@@ -61,168 +126,78 @@ def class_dice_bars(dice: Mapping[str, float], class_names: Sequence[str], title
     """Bar chart of per-class test Dice (%) in the class order of the dataset.
 
     ``dice`` maps a class name to its Dice in %; classes of ``class_names`` missing from it
-    get no bar.
+    get no bar. Each bar has its organ's colour, with a dark edge (pale colours on white).
     """
     names = [c for c in class_names if c in dice]
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * len(names) + 1.5), 3.5))
-    colours = _class_colours(len(class_names))
+    colours = dict(zip(class_names, class_colours(class_names), strict=True))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.5 * len(names) + 1.5), 3.5),
+                           layout="constrained")
     ax.bar([abbreviation(n) for n in names], [dice[n] for n in names],
-           color=[colours[class_names.index(n)] for n in names])
-    ax.set_ylabel("Dice (%)")
+           color=[colours[n] for n in names], edgecolor="#333333", linewidth=0.6)
+    ax.set_ylabel("Dice (test, %)")
     ax.set_ylim(0, 100)
+    ax.tick_params(axis="x", labelsize=8)
     ax.grid(axis="y", alpha=0.3)
     if title:
         ax.set_title(title)
-    fig.tight_layout()
     return fig
 
 
-def organ_colours(class_names: Sequence[str]) -> list:
-    """One fixed colour per class, the same in every figure.
+def _panel(ax: Axes, history: Mapping[str, Points], keys: Sequence[str], ylabel: str) -> None:
+    """Neutral-coloured series of ``keys`` against epoch; a legend above when several."""
+    drawn = 0
+    for key in keys:
+        if history.get(key):
+            colour, style = NEUTRAL_STYLES[drawn % len(NEUTRAL_STYLES)]
+            _draw(ax, history[key], color=colour, linestyle=style, label=metric_label(key))
+            drawn += 1
+    if not drawn:
+        ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes,
+                color="dimgray")
+    if drawn > 1:
+        ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.01), fontsize=8, frameon=False,
+                  ncol=2, borderaxespad=0.0)
+    epoch_axis(ax)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
 
-    RGBA tuples indexed by class (background first, fully transparent), from the tab20
-    colour map, so label map values index the list directly.
+
+def training_curves(history: Mapping[str, Points], title: str = "",
+                    class_names: Sequence[str] = ()) -> Figure:
+    """Losses, λ, learning rate, mean eval Dice and per-class eval Dice against epoch.
+
+    ``history`` maps a logged metric key (``train/loss``, ``train/loss_sup``,
+    ``train/lambda``, ``train/lr``, ``eval/dice_mean``, ``eval/dice/<class>`` …) to its
+    ``(epoch, value)`` points; missing keys are left out. Series are labelled in words
+    (:func:`~dhcbench.reports.plot_labels.metric_label`); the per-class panel draws the
+    classes in the order of ``class_names`` (then any other) in their organ colours.
     """
-    colours = _class_colours(len(class_names))
-    colours[0] = (0.0, 0.0, 0.0, 0.0)
-    return colours
-
-
-def training_curves(history: Mapping[str, Sequence[tuple[int, float]]], title: str = ""
-                    ) -> Figure:
-    """Four panels against epoch: losses, λ, learning rate and eval Dice (%).
-
-    ``history`` maps a metric key (``train/loss``, ``train/lambda``, ``train/lr``,
-    ``eval/dice_mean`` …) to its ``(epoch, value)`` points; missing keys are left out.
-    """
-    panels = (
-        ("losses", ("train/loss", "train/loss_sup", "train/loss_unsup")),
-        ("unsupervised weight λ", ("train/lambda",)),
-        ("learning rate", ("train/lr",)),
-        ("eval Dice (%)", ("eval/dice_mean", "eval/best_dice_mean")),
-    )
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
-    for ax, (name, keys) in zip(axes.flat, panels, strict=True):
-        for key in keys:
-            points = history.get(key, [])
-            if points:
-                xs, ys = zip(*sorted(points), strict=True)
-                ax.plot(xs, ys, marker="." if len(xs) < 40 else None, label=key.split("/")[1])
-        ax.set_title(name)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def dice_vs_proportion(
-    results: Mapping[str, Mapping[str, float]],
-    proportions: Mapping[str, float],
-    class_names: Sequence[str],
-    title: str = "",
-) -> Figure:
-    """Per-class Dice against class frequency (DHC paper, Fig. 1).
-
-    Two panels: Dice (%) against the class's voxel proportion (log scale) and against its
-    rank, one marker series per method or run (``results[series][class]`` = Dice in %;
-    ``proportions[class]`` = voxel share in [0, 1]). Up to 20 series keep distinct colours;
-    beyond 6 the legend moves below the plots.
-    """
-    classes = [c for c in class_names if c != "background" and c in proportions]
-    order = sorted(classes, key=lambda c: -proportions[c])
-    many = len(results) > 6
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 5.5 if many else 4.5))
-    markers = "osD^v<>PX*"
-    colours = plt.get_cmap("tab20" if len(results) > 10 else "tab10").colors
-    for i, (label, dice) in enumerate(results.items()):
-        style = {"marker": markers[i % len(markers)], "color": colours[i % len(colours)],
-                 "label": label}
-        xs = [proportions[c] for c in classes if c in dice]
-        ys = [dice[c] for c in classes if c in dice]
-        left.scatter(xs, ys, **style)
-        ranks = [order.index(c) + 1 for c in classes if c in dice]
-        right.plot(sorted(ranks), [y for _, y in sorted(zip(ranks, ys, strict=True))], **style)
-    for c in classes:  # class names along the top edge, clear of the points
-        left.annotate(abbreviation(c), (proportions[c], 100), textcoords="offset points",
-                      xytext=(0, -3), ha="center", va="top", fontsize=7, rotation=90,
-                      color="dimgray")
-    left.set_xscale("log")
-    left.set_xlabel("voxel proportion in the labeled set")
-    right.set_xticks(range(1, len(order) + 1), [abbreviation(c) for c in order], fontsize=8)
-    right.set_xlabel("classes, most to least frequent")
-    for ax in (left, right):
-        ax.set_ylabel("Dice (%)")
-        ax.set_ylim(-5, 100)
-        ax.grid(alpha=0.3)
-        if not many:
-            ax.legend(fontsize=8, loc="center left")
-    if title:
-        fig.suptitle(title)
-    if many:
-        handles, labels = right.get_legend_handles_labels()
-        # Three columns: a label ("<method>-<dataset>-<ratio> (mean of 3 seeds)") is about a
-        # third of the figure's width at this font size.
-        rows = (len(labels) + 2) // 3
-        fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8)
-        fig.tight_layout(rect=(0, 0.04 + 0.035 * rows, 1, 1))
+    fig = plt.figure(figsize=(13, 7), layout="constrained")
+    axd = fig.subplot_mosaic([["loss", "lambda", "lr"], ["dice", "classes", "classes"]])
+    losses = sorted((k for k in history if k.startswith("train/loss")),
+                    key=lambda k: (k != "train/loss", k))
+    _panel(axd["loss"], history, losses, "loss")
+    _panel(axd["lambda"], history, ["train/lambda"], metric_label("train/lambda"))
+    _panel(axd["lr"], history, ["train/lr"], metric_label("train/lr"))
+    _panel(axd["dice"], history, ["eval/dice_mean", "eval/best_dice_mean"], "Dice (eval, %)")
+    ax = axd["classes"]
+    logged = [k[len("eval/dice/"):] for k in history if k.startswith("eval/dice/")]
+    names = [*class_names, *(c for c in logged if c not in class_names)]
+    colours = class_colours(names)
+    for i, name in enumerate(names):
+        if history.get(f"eval/dice/{name}"):
+            _draw(ax, history[f"eval/dice/{name}"], color=colours[i],
+                  linestyle=class_linestyle(i), label=abbreviation(name))
+    if ax.get_legend_handles_labels()[0]:
+        n = len(ax.get_legend_handles_labels()[0])
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False,
+                  title="class", ncol=1 if n <= 9 else 2, borderaxespad=0.0)
     else:
-        fig.tight_layout()
-    return fig
-
-
-def slice_comparison(
-    image: np.ndarray,
-    label: np.ndarray,
-    predictions: Mapping[str, np.ndarray],
-    class_names: Sequence[str],
-    n_slices: int = 3,
-    title: str = "",
-) -> Figure:
-    """Rows of axial slices: image, ground truth and each method's prediction (DHC Fig. 5).
-
-    ``image`` is ``(D, H, W)`` or ``(C, D, H, W)`` (the first channel is shown), ``label``
-    and every prediction integer label maps ``(D, H, W)``. Each organ has one fixed colour
-    (:func:`organ_colours`) and the legend lists the classes present. ``n_slices`` slices
-    along D are spread over the ground truth's foreground extent.
-    """
-    from matplotlib.colors import ListedColormap
-    from matplotlib.patches import Patch
-
-    if image.ndim == 4:
-        image = image[0]
-    fg = np.nonzero(label.reshape(label.shape[0], -1).any(axis=1))[0]
-    lo, hi = (int(fg.min()), int(fg.max())) if fg.size else (0, label.shape[0] - 1)
-    slices = np.unique(np.linspace(lo, hi, n_slices + 2)[1:-1].round().astype(int))
-    colours = organ_colours(class_names)
-    cmap = ListedColormap(colours)
-    columns = [("image", None), ("ground truth", label), *predictions.items()]
-    fig, axes = plt.subplots(len(slices), len(columns),
-                             figsize=(2.6 * len(columns), 2.6 * len(slices) + 0.8),
-                             squeeze=False)
-    for r, z in enumerate(slices):
-        for c, (name, seg) in enumerate(columns):
-            ax = axes[r][c]
-            ax.imshow(image[z], cmap="gray")
-            if seg is not None:
-                ax.imshow(np.ma.masked_equal(seg[z], 0), cmap=cmap, vmin=0,
-                          vmax=len(class_names) - 1, interpolation="nearest", alpha=0.75)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(name, fontsize=9)
-            if c == 0:
-                ax.set_ylabel(f"slice {z}", fontsize=8)
-    present = sorted(set(np.unique(label)) | {int(v) for p in predictions.values()
-                                              for v in np.unique(p)})
-    handles = [Patch(color=colours[k], label=abbreviation(class_names[k]))
-               for k in present if k > 0]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 8) or 1,
-               fontsize=8, frameon=False)
+        ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes,
+                color="dimgray")
+    epoch_axis(ax)
+    ax.set_ylabel("Dice per class (eval, %)")
+    ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
