@@ -45,7 +45,7 @@ def test_table_with_paper_rows_and_baseline_statistics(runs: dict) -> None:
                    "| dhc Δ |", "Tail-4 Dice", "paired Wilcoxon p < 0.05 against cps",
                    "the phantom is synthetic"):
         assert needle in text, needle
-    csv = pd.read_csv(out / "table_phantom_20p_dhc_dice_best.csv")
+    csv = pd.read_csv(out / "table_phantom_20p_dhc_dice_best_paper_vs-cps.csv")
     dhc = csv[(csv.method == "dhc") & (csv.kind == "ours")].iloc[0]
     assert dhc["pairs"] == 4  # 2 test cases × 2 seeds (tiny phantom)
     assert 0.0 <= dhc["wilcoxon_p"] <= 1.0 and dhc["ci95_low"] <= dhc["mean_diff"] <= dhc[

@@ -19,25 +19,34 @@ from dhcbench.errors import UserError
 def table(
     dataset: Annotated[str | None, typer.Option("--dataset", "-d", help="Only this dataset.")] = None,
     ratio: Annotated[float | None, typer.Option("--ratio", "-r", help="Only this labeled ratio.")] = None,
-    metric: Annotated[str, typer.Option(help="Per-class columns: dice or asd.")] = "dice",
-    contract: Annotated[str, typer.Option(help="dhc (the reference's metric semantics) or rigorous.")] = "dhc",
+    metric: Annotated[str, typer.Option(help="Per-class columns: dice, asd or hd95 (hd95: rigorous contract only; it is the default contract then).")] = "dice",
+    contract: Annotated[str | None, typer.Option(help="dhc (the reference's metric semantics; default) or rigorous (symmetric ASD and HD95 in mm, undefined values left out).")] = None,
     checkpoint: Annotated[str, typer.Option(help="best (best-on-eval, the paper's protocol) or last.")] = "best",
     fmt: Annotated[str | None, typer.Option("--format", "-f", help="Print md, latex, html or csv instead of the terminal table.")] = None,
     with_paper: Annotated[bool, typer.Option("--with-paper", help="Add the published row and the difference under each method.")] = False,
     baseline: Annotated[str | None, typer.Option(help="Paired Wilcoxon test and bootstrap CI of every method against this one.")] = None,
     tail_k: Annotated[int, typer.Option("--tail-k", help="Tail column: mean Dice of the k classes with the fewest labeled voxels (0: none).")] = 4,
-    out: Annotated[Path, typer.Option(help="Folder for the .md, .tex and .csv files.")] = Path("dhcbench-results"),
+    std: Annotated[bool, typer.Option("--std", help="Terminal table: ± on every cell (default: on the averages only; the files always have every ±).")] = False,
+    out: Annotated[Path, typer.Option(help="Folder for the .md, .tex, .html and .csv files; their names encode the options (e.g. table_phantom_20p_dhc_dice_best_paper_vs-cps.md).")] = Path("dhcbench-results"),
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "dhcbench",
     uri: Annotated[str | None, typer.Option(help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db).")] = None,
     include_failed: Annotated[bool, typer.Option("--include-failed", help="Add the failed seed runs as rows marked FAILED (they are left out and counted otherwise).")] = False,
 ) -> None:
-    """Paper-style table (mean±std over seeds) of the finished runs in MLflow."""
+    """Paper-style table (mean±std over seeds) of the finished runs in MLflow.
+
+    The terminal table fits the console width: ± on the averages only (--std: everywhere), and its columns stacked in blocks when they do not fit side by side. "–" marks no value, "n/a" an undefined one.
+    """
     from dhcbench.reports.cli_table import render_tables
 
-    if metric not in ("dice", "asd"):
-        raise UserError(f"--metric {metric!r}: use dice or asd")
+    if metric not in ("dice", "asd", "hd95"):
+        raise UserError(f"--metric {metric!r}: use dice, asd or hd95")
+    if contract is None:
+        contract = "rigorous" if metric == "hd95" else "dhc"
     if contract not in ("dhc", "rigorous"):
         raise UserError(f"--contract {contract!r}: use dhc or rigorous")
+    if metric == "hd95" and contract != "rigorous":
+        raise UserError("--metric hd95: HD95 is logged under the rigorous contract only"
+                        " (use --contract rigorous)")
     if checkpoint not in ("best", "last"):
         raise UserError(f"--checkpoint {checkpoint!r}: use best or last")
     if fmt is not None and fmt not in ("md", "latex", "csv", "html"):
@@ -57,7 +66,7 @@ def table(
     check_out_folder(out, "--out")
     require_existing(uri, experiment)  # reading creates neither a store nor an experiment
     render_tables(console, experiment, dataset, ratio, metric, contract, checkpoint, fmt, out,
-                  uri, with_paper, baseline, tail_k, include_failed)
+                  uri, with_paper, baseline, tail_k, include_failed, std)
 
 
 @app.command()
@@ -106,7 +115,11 @@ def plot(
 ) -> None:
     """Figures of finished runs, as PNG and PDF.
 
-    Class-weight trajectories, per-class Dice against class frequency, qualitative slices of several methods, and training curves.
+    Class-weight trajectories, per-class Dice against class frequency, qualitative slices of several methods, and training curves. Every organ has one colour in every figure (a colour-blind-safe palette); epochs are whole numbers.
+
+    File names name the runs: weights_<run name>_<short id> and curves_<run name>_<short id> (one per run); classes_<methods>_<short ids> and slices_<case>_<methods>_<short ids> (past 4 runs: <n>runs-<hash>).
+
+    weights: a run whose class weights never changed during training (CPS's uniform weights, CLD's fixed ones) gets no figure: a note says so instead of a flat plot.
     """
     from dhcbench.benchmark.mlflow_tracker import MlflowTracker
     from dhcbench.reports.cli_plot import check_kind
@@ -118,16 +131,20 @@ def plot(
     check_out_folder(out, "--out")
     require_existing(uri, experiment)  # reading creates neither a store nor an experiment
     tracker = MlflowTracker(uri, experiment)  # it exists: nothing is created
-    paths = make_plot(tracker, kind, run, out, case, slices)
-    console.print("written: " + ", ".join(str(p) for p in paths))
+    paths = make_plot(tracker, kind, run, out, case, slices,
+                      say=lambda note: console.print(note, markup=False, highlight=False))
+    console.print(("written: " + ", ".join(str(p) for p in paths)) if paths else "no figure written")
 
 
 @app.command()
 @user_errors
 def predict(
-    run: Annotated[str, typer.Option(help="MLflow seed-run id whose best checkpoint segments the images.")],
+    run: Annotated[str, typer.Option(help="MLflow seed-run id whose checkpoint segments the images (a parent-run id with --ensemble).")],
     images: Annotated[Path, typer.Option(help="A NIfTI image or a folder of them (nnU-Net: <case>_0000.nii.gz …).")],
     out: Annotated[Path, typer.Option(help="Folder for <case>.nii.gz label maps on the source grid.")],
+    checkpoint: Annotated[str, typer.Option(help="best (best-on-eval best.pt) or last (end-of-training last.pt, only in the run's checkpoint folder on this machine).")] = "best",
+    ensemble: Annotated[bool, typer.Option("--ensemble", help="--run is a parent run: average the softmax probabilities of all its FINISHED seed runs, then argmax (a seed-run id ensembles just itself).")] = False,
+    save_probabilities: Annotated[bool, typer.Option("--save-probabilities", help="Also write <case>_probabilities.npz: 'probabilities', float16 (classes, X, Y, Z) in the NIfTI's axis order on the source grid (nearest neighbour, like the label map), and 'class_names'.")] = False,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda …")] = "auto",
     experiment: Annotated[str, typer.Option(help="MLflow experiment name.")] = "dhcbench",
     uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
@@ -138,14 +155,22 @@ def predict(
     from dhcbench.evaluation.inference import resolve_device
     from dhcbench.reports.predict import predict_images
 
+    if checkpoint not in ("best", "last"):
+        raise UserError(f"--checkpoint {checkpoint!r}: use best or last")
     if not images.exists():
         raise UserError(f"--images {images}: no such file or folder")
     check_out_folder(out, "--out")
     resolve_device(device)
     require_existing(uri, experiment)  # reading creates neither a store nor an experiment
     tracker = MlflowTracker(uri, experiment)  # it exists: nothing is created
+    members: list[str] = []
     reporter = RichReporter(console)
     with reporter:
         paths = predict_images(tracker, run, images, out, device,
-                               reporter.progress_callback("predict"))
-    console.print(f"{len(paths)} label map(s) written to {out}")
+                               reporter.progress_callback("predict"), checkpoint=checkpoint,
+                               ensemble=ensemble, save_probabilities=save_probabilities,
+                               on_members=members.extend)
+    what = f"ensemble of {len(members)} seed run(s), " if ensemble else ""
+    extra = " with probabilities" if save_probabilities else ""
+    console.print(f"{len(paths)} label map(s){extra} written to {out} ({what}{checkpoint}"
+                  " checkpoint)")

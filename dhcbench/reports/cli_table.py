@@ -9,10 +9,11 @@ from rich.console import Console
 
 from dhcbench.benchmark.tracking import FAILURE, ROLE, Tracker, open_tracker, require_store
 from dhcbench.datasets import DATASETS
+from dhcbench.datasets.classes import abbreviation
 from dhcbench.datasets.splits import ratio_tag
 from dhcbench.errors import UserError
 from dhcbench.reports.cells import Cell, Row
-from dhcbench.reports.paper import PaperRow, paper_row
+from dhcbench.reports.paper import PaperRow, published_row
 from dhcbench.reports.records import select_records
 from dhcbench.reports.significance import (
     baseline_statistics,
@@ -118,23 +119,71 @@ def _published_rows(group: pd.DataFrame, ratio: float) -> dict[str, PaperRow]:
         registry = "synapse"
     paper = {}
     for label, key in zip(group["method"], group["method_key"], strict=True):
-        published = paper_row(registry, ratio, str(key))
+        published = published_row(registry, ratio, str(key))
         if published is not None and label == key:
             paper[label] = published
     return paper
 
 
+#: What each contract's distances are, for the title and the notes.
+UNITS = {"dhc": "voxels", "rigorous": "mm"}
+
+
+def table_title(dataset: str, ratio: float, metric: str, contract: str, checkpoint: str
+                ) -> str:
+    """The title of a table: what it holds, with the unit of every kind of column."""
+    unit = UNITS[contract]
+    units = {"dice": "Dice (%)", "asd": f"ASD ({unit})", "hd95": f"HD95 ({unit})"}
+    averaged = ["dice", "asd"] + (["hd95"] if metric == "hd95" else [])
+    return (f"{dataset} {ratio * 100:g}% labeled — per class: {units[metric]}; averages:"
+            f" {', '.join(units[m] for m in averaged)} — {contract} contract,"
+            f" {checkpoint} checkpoint, mean±std over seeds")
+
+
+def _contract_note(contract: str, n_classes: int) -> str:
+    """How the contract measures, and (dhc) which classes the averages cover."""
+    if contract == "dhc":
+        return ("Contract dhc (the reference code's): Dice in %, ASD in voxels of the"
+                " evaluation grid, directed from the prediction's surface to the ground"
+                f" truth's; averages over all {n_classes} classes for every row (this"
+                " contract gives every class a value: Dice 0 / ASD 128 when one side is"
+                " empty).")
+    return ("Contract rigorous: Dice in %, ASD (symmetric) and HD95 in mm from the voxel"
+            " spacing; undefined values are NaN and left out.")
+
+
 def _add_notes(table: ResultTable, group: pd.DataFrame, has_published: bool, tail: list[str],
-               baseline: str | None) -> None:
-    """Explain the table's optional parts: the published rows, the tail column, the marks."""
+               baseline: str | None, contract: str, n_classes: int) -> None:
+    """Explain the table: the contract, the published rows, the tail column, the marks."""
+    table.notes.insert(0, _contract_note(contract, n_classes))
     if has_published and str(group["registry"].iloc[0]) == "phantom":
         table.notes.append("The published rows are the paper's Synapse numbers; the"
                            " phantom is synthetic, so compare the pattern, not the values.")
     if tail:
         table.notes.append(f"Tail-{len(tail)}: mean Dice of the {len(tail)} classes with"
-                           f" the fewest labeled voxels ({', '.join(tail)}).")
+                           " the fewest labeled voxels"
+                           f" ({', '.join(abbreviation(c) for c in tail)}).")
     if baseline:
         table.notes.append(significance_note(baseline))
+
+
+def table_stem(dataset: str, ratio: float, contract: str, metric: str, checkpoint: str,
+               with_paper: bool = False, baseline: str | None = None, tail_k: int = 4) -> str:
+    """The file name (no extension) of a table: every option that changes its columns or rows.
+
+    ``table_<dataset>_<ratio tag>_<contract>_<metric>_<checkpoint>``, then ``_paper``,
+    ``_vs-<baseline>`` and ``_tail<k>`` (a k other than 4) when those options are set, so a
+    plain table never overwrites one with the published rows. ``--include-failed`` keeps the
+    name: the plain table already names the failed runs in a note.
+    """
+    stem = f"table_{dataset}_{ratio_tag(ratio)}_{contract}_{metric}_{checkpoint}"
+    if with_paper:
+        stem += "_paper"
+    if baseline:
+        stem += f"_vs-{baseline}"
+    if tail_k != 4:
+        stem += f"_tail{tail_k}"
+    return stem
 
 
 def _write_renders(rendered: dict[str, str], out: Path, stem: str) -> list[Path]:
@@ -147,13 +196,15 @@ def _write_renders(rendered: dict[str, str], out: Path, stem: str) -> list[Path]
     return paths
 
 
-def _show(console: Console, table: ResultTable, rendered: dict[str, str], fmt: str | None
-          ) -> None:
-    """Print the terminal table (``fmt`` None) or the chosen rendering as plain text."""
+def _show(console: Console, table: ResultTable, rendered: dict[str, str], fmt: str | None,
+          std: bool) -> None:
+    """Print the terminal table (``fmt`` None) or the chosen rendering as plain text.
+
+    The terminal table fits the console's width (``$COLUMNS`` when set; rich's 80 columns
+    on a pipe), in stacked blocks of columns when it must.
+    """
     if fmt is None:
-        # Pipes and CI logs get a wide page instead of rich's 80-column default.
-        page = console if console.is_terminal else Console(width=240, file=console.file)
-        page.print(to_rich(table))
+        console.print(to_rich(table, console.width, std))
     else:
         console.print(rendered[fmt], markup=False, highlight=False, end="", soft_wrap=True)
 
@@ -173,6 +224,7 @@ def render_tables(
     baseline: str | None = None,
     tail_k: int = 4,
     include_failed: bool = False,
+    std: bool = False,
 ) -> list[Path]:
     """Print one table per (dataset, ratio) and write .md/.tex/.html/.csv files to ``out``.
 
@@ -181,8 +233,10 @@ def render_tables(
     last). ``fmt`` None prints the terminal table, else that rendering (md, latex, html or
     csv). ``with_paper`` adds the published rows, ``baseline`` the paired statistics against
     that method, ``tail_k`` > 0 the tail-class column. Failed seed runs are left out and
-    counted in a note; ``include_failed`` adds them as rows marked FAILED. Returns the
-    written files.
+    counted in a note; ``include_failed`` adds them as rows marked FAILED. The terminal
+    table shows ± on the averages only unless ``std`` (the files always show every ±).
+    Prints and returns the written files (their names encode the options:
+    :func:`table_stem`).
     """
     require_store(uri)
     tracker = open_tracker(uri, experiment, create=False)
@@ -199,18 +253,21 @@ def render_tables(
         stats = (baseline_statistics(tracker, group, baseline, contract, checkpoint)
                  if baseline else {})
         paper = _published_rows(group, float(r)) if with_paper else {}
-        title = (f"{ds_name} {float(r) * 100:g}% labeled — {metric.upper()} per class,"
-                 f" contract {contract}, {checkpoint} checkpoint (mean±std over seeds)")
+        title = table_title(str(ds_name), float(r), metric, contract, checkpoint)
         table = build_table(group, class_names, title, contract, metric, tail, paper,
                             significance_marks(stats))
-        _add_notes(table, group, bool(paper), tail, baseline)
+        _add_notes(table, group, bool(paper), tail, baseline, contract, len(class_names) - 1)
         _add_failed(table, failed[(failed.dataset == ds_name) & (failed.ratio == r)]
                     if len(failed) else failed, include_failed)
         rendered = {"md": to_markdown(table), "latex": to_latex(table), "html": to_html(table),
                     "csv": to_csv(table, stats)}
-        stem = f"table_{ds_name}_{ratio_tag(float(r))}_{contract}_{metric}_{checkpoint}"
-        written += _write_renders(rendered, out, stem)
-        _show(console, table, rendered, fmt)
-    if fmt is None:
-        console.print(f"written: {', '.join(str(p) for p in written)}")
+        stem = table_stem(str(ds_name), float(r), contract, metric, checkpoint, with_paper,
+                          baseline, tail_k)
+        paths = _write_renders(rendered, out, stem)
+        _show(console, table, rendered, fmt, std)
+        # With --format the rendering alone goes to stdout (it may be piped to a file).
+        (console if fmt is None else Console(stderr=True)).print(
+            f"written: {', '.join(str(p) for p in paths)}", markup=False, highlight=False,
+            soft_wrap=True)
+        written += paths
     return written

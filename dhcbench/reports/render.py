@@ -1,8 +1,10 @@
-"""Rendering a :class:`~dhcbench.reports.cells.ResultTable`: Markdown, LaTeX, HTML, CSV and rich.
+"""Rendering a :class:`~dhcbench.reports.cells.ResultTable` to files: Markdown, LaTeX, HTML, CSV.
 
 Every text renderer shows the rows in order, with a group title before each family's first
 row when the table holds several families; the best value of a column is bold and the
-second underlined, each format in its own markup. CSV carries the numbers only.
+second underlined, each format in its own markup; every cell shows its ± and every note
+follows the table. CSV carries the numbers only. The terminal rendering is
+:mod:`~dhcbench.reports.terminal`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import pandas as pd
 from dhcbench.reports.cells import FAMILY_TITLES, ResultTable, Row
 
 
-def _sections(table: ResultTable) -> Iterator[tuple[str | None, Row | None]]:
+def sections(table: ResultTable) -> Iterator[tuple[str | None, Row | None]]:
     """Rows with a group title before each family's first row (when several families)."""
     grouped = len({row.family for row in table.rows}) > 1
     previous = None
@@ -40,7 +42,7 @@ def to_markdown(table: ResultTable) -> str:
     head = ["Method", "n"] + [c.header for c in table.columns]
     lines = [f"**{table.title}**", "", "| " + " | ".join(head) + " |",
              "|" + "|".join([":---", "--:"] + ["--:"] * len(table.columns)) + "|"]
-    for title, row in _sections(table):
+    for title, row in sections(table):
         if row is None:
             lines.append(f"| *{title}* |" + " |" * (len(table.columns) + 1))
             continue
@@ -53,11 +55,18 @@ def to_markdown(table: ResultTable) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _latex_escape(text: str) -> str:
-    for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"),
-                 ("#", r"\#"), ("Δ", r"$\Delta$"), ("†", r"$^\dagger$")):
-        text = text.replace(a, b)
-    return text
+#: LaTeX for the characters that are special to it or outside its default fonts.
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#",
+          "$": r"\$", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+          "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}",
+          "Δ": r"$\Delta$", "†": r"$^\dagger$", "±": r"$\pm$", "–": "--", "—": "---",
+          "…": r"\dots{}", "≥": r"$\geq$", "≤": r"$\leq$", "×": r"$\times$", "→": r"$\to$",
+          "·": r"$\cdot$"}
+
+
+def latex_escape(text: str) -> str:
+    """``text`` as LaTeX source: special characters escaped, symbols in math mode."""
+    return "".join(_LATEX.get(ch, ch) for ch in text)
 
 
 def to_latex(table: ResultTable) -> str:
@@ -65,31 +74,38 @@ def to_latex(table: ResultTable) -> str:
 
     The tabular is scaled to the text width; group titles span the row in italics. Best
     cells are ``\textbf``, second ``\underline``; ± becomes ``$\pm$`` and '–' ``--``. The
-    notes are not included (the caption is the title).
+    caption is the title; every note (the marks †, Δ, "(paper)", the tail classes, the
+    averaging rule, n/a and –) follows the tabular as a footnote-size block inside the
+    ``table`` environment.
     """
     ncols = 2 + len(table.columns)
     lines = [
         r"\begin{table}[t]",
         r"\centering",
-        rf"\caption{{{_latex_escape(table.title)}}}",
+        rf"\caption{{{latex_escape(table.title)}}}",
         r"\resizebox{\textwidth}{!}{%",
         r"\begin{tabular}{l" + "c" * (ncols - 1) + "}",
         r"\toprule",
-        " & ".join(["Method", "$n$"] + [_latex_escape(c.header) for c in table.columns])
+        " & ".join(["Method", "$n$"] + [latex_escape(c.header) for c in table.columns])
         + r" \\",
         r"\midrule",
     ]
-    for title, row in _sections(table):
+    for title, row in sections(table):
         if row is None:
-            lines.append(rf"\multicolumn{{{ncols}}}{{l}}{{\textit{{{title}}}}} \\")
+            lines.append(rf"\multicolumn{{{ncols}}}{{l}}{{\textit{{{latex_escape(title)}}}}} \\")
             continue
         texts = []
         for col, cell in zip(table.columns, row.cells, strict=True):
-            t = _latex_escape(cell.text(col.decimals)).replace("±", r"$\pm$").replace("–", "--")
+            t = latex_escape(cell.text(col.decimals))
             texts.append(rf"\textbf{{{t}}}" if cell.rank == 1
                          else rf"\underline{{{t}}}" if cell.rank == 2 else t)
-        lines.append(" & ".join([_latex_escape(row.label), _n(row), *texts]) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table}"]
+        lines.append(" & ".join([latex_escape(row.label), _n(row), *texts]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}}"]
+    if table.notes:
+        lines += [r"\par\smallskip", r"\begin{minipage}{\textwidth}\footnotesize\raggedright",
+                  "\\par\n".join(latex_escape(note) for note in table.notes),
+                  r"\end{minipage}"]
+    lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
 
 
@@ -103,7 +119,7 @@ def to_html(table: ResultTable) -> str:
     head = "".join(f"<th>{esc(h)}</th>" for h in
                    ["Method", "n", *[c.header for c in table.columns]])
     body = []
-    for title, row in _sections(table):
+    for title, row in sections(table):
         if row is None:
             body.append(f'<tr><td colspan="{len(table.columns) + 2}"><i>{esc(title)}</i>'
                         "</td></tr>")
@@ -138,34 +154,3 @@ def to_csv(table: ResultTable, extra: Mapping[str, Mapping[str, float]] | None =
             rec[key] = value
         rows.append(rec)
     return pd.DataFrame(rows).to_csv(index=False)
-
-
-def to_rich(table: ResultTable) -> object:
-    """Render the table for the terminal as a ``rich.table.Table``.
-
-    The same bold / underline marking as the other formats; published and difference rows
-    are dimmed; each cell shows the mean over the ±std, two lines, to stay readable in a
-    normal terminal width. The notes are the caption.
-    """
-    from rich.table import Table
-
-    out = Table(title=table.title, header_style="bold", show_lines=True,
-                caption=" ".join(table.notes) or None)
-    width = max([len(r.label) for r in table.rows] + [6])
-    out.add_column("Method", no_wrap=True, min_width=width)
-    out.add_column("n", justify="right", no_wrap=True)
-    for col in table.columns:
-        out.add_column(col.header, justify="right", no_wrap=True, min_width=col.decimals + 3)
-    for title, row in _sections(table):
-        if row is None:
-            out.add_row(f"[italic]{title}[/italic]", *([""] * (len(table.columns) + 1)))
-            continue
-        texts = []
-        for col, cell in zip(table.columns, row.cells, strict=True):
-            t = cell.text(col.decimals).replace("±", "\n±")
-            style = "bold" if cell.rank == 1 else "underline" if cell.rank == 2 else ""
-            if row.kind != "ours":
-                style = "dim"
-            texts.append(f"[{style}]{t}[/{style}]" if style else t)
-        out.add_row(row.label, _n(row), *texts)
-    return out

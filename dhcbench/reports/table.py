@@ -1,16 +1,19 @@
 """The paper-style results table: building it from per-seed records.
 
-Rows are methods; columns Avg. Dice, Avg. ASD, an optional tail-class column, then
-per-class Dice (or ASD).
+Rows are methods; columns Avg. Dice, Avg. ASD (and Avg. HD95 for ``--metric hd95``), an
+optional tail-class column, then the chosen metric per class (Dice, ASD or HD95).
 
 Each cell is the mean ± population std over seeds (``np.std``, ddof 0, as the reference's
 evaluate_Ntimes.py and the paper) of per-seed values that are themselves means over test
-cases (per class) and over classes (averages). Among our rows, the best value of every
-column is bold and the second underlined (higher Dice, lower ASD is better). Optional extras:
-the published row and the difference beside each method (``--with-paper``), a significance
-mark from the paired tests against a baseline, the number of seeds behind a cell when it
-differs from its row's. Rendered for the terminal (rich), Markdown, LaTeX (booktabs), HTML
-and CSV.
+cases (per class) and over classes (averages); one seed has no std. Every row's averages
+cover the same classes (:mod:`~dhcbench.reports.averages`). Among our rows, the best value of
+every column is bold and the second underlined (higher Dice, lower ASD / HD95 is better).
+An empty cell reads 'n/a' when its value is undefined (NaN under the rigorous contract) and
+'–' when nothing was run or published. Optional extras: the published row and the
+difference beside each method (``--with-paper``,
+:mod:`~dhcbench.reports.published`), a significance mark from the paired tests against a
+baseline, the number of seeds behind a cell when it differs from its row's. Rendered for
+the terminal (:mod:`~dhcbench.reports.terminal`), Markdown, LaTeX (booktabs), HTML and CSV.
 
 This module is the table's entry point: the table's parts (:mod:`~dhcbench.reports.cells`),
 the per-seed records (:mod:`~dhcbench.reports.records`) and the renderers
@@ -27,14 +30,30 @@ import numpy as np
 import pandas as pd
 
 from dhcbench.datasets.classes import abbreviation
-from dhcbench.reports.cells import FAMILY_ORDER, SIGNIFICANT, Cell, Column, ResultTable, Row
+from dhcbench.reports.averages import AVERAGE_HEADERS, rigorous_averages
+from dhcbench.reports.cells import (
+    FAMILY_ORDER,
+    MISSING,
+    SIGNIFICANT,
+    UNDEFINED,
+    Cell,
+    Column,
+    ResultTable,
+    Row,
+)
+from dhcbench.reports.paper import PaperRow
+from dhcbench.reports.published import add_paper_rows
 from dhcbench.reports.records import seed_records
-from dhcbench.reports.render import to_csv, to_html, to_latex, to_markdown, to_rich
+from dhcbench.reports.render import to_csv, to_html, to_latex, to_markdown
+from dhcbench.reports.terminal import to_rich
 
 # The table's parts, the records and the renderers stay importable from this module.
-__all__ = ["FAMILY_ORDER", "SIGNIFICANT", "Cell", "Column", "ResultTable", "Row", "build_table",
-           "seed_records", "tail_classes", "to_csv", "to_html", "to_latex", "to_markdown",
-           "to_rich"]
+__all__ = ["FAMILY_ORDER", "METRICS", "SIGNIFICANT", "Cell", "Column", "ResultTable", "Row",
+           "build_table", "seed_records", "tail_classes", "to_csv", "to_html", "to_latex",
+           "to_markdown", "to_rich"]
+
+#: The per-class metrics a table can show.
+METRICS = ("dice", "asd", "hd95")
 
 
 def tail_classes(class_names: Sequence[str], labeled_voxels: Sequence[int], k: int
@@ -62,7 +81,42 @@ def recorded_tail(class_names: Sequence[str], labeled_voxels: str, k: int) -> li
 def _cell(values: np.ndarray) -> Cell:
     if len(values) == 0:
         return Cell(math.nan, math.nan, 0)
-    return Cell(float(np.mean(values)), float(np.std(values)), len(values))
+    # One seed has no spread: a std of 0 would read as certainty.
+    std = float(np.std(values)) if len(values) > 1 else math.nan
+    return Cell(float(np.mean(values)), std, len(values))
+
+
+def _columns(class_names: Sequence[str], pre: str, metric: str, tail: Sequence[str]
+             ) -> list[Column]:
+    averaged = ["dice", "asd"] + (["hd95"] if metric == "hd95" else [])
+    columns = [Column(f"{pre}{m}_mean", AVERAGE_HEADERS[m], m == "dice", 2, True)
+               for m in averaged]
+    if tail:
+        columns.append(Column("tail", f"Tail-{len(tail)} Dice", True, 2, True))
+    return columns + [Column(f"{pre}{metric}/{c}", abbreviation(c), metric == "dice", 1)
+                      for c in class_names if c != "background"]
+
+
+def _scored(group: pd.DataFrame, pre: str) -> bool:
+    """Whether any of a row's runs logged a value under the contract of prefix ``pre``."""
+    keys = [k for k in group.columns if isinstance(k, str) and k.startswith(pre)
+            and k != "tail"]
+    return bool(keys) and bool(group[keys].notna().to_numpy().any())
+
+
+def _legend(table: ResultTable) -> str:
+    """The note that tells 'n/a' from '–' in our rows, and one seed from several."""
+    ours = [r for r in table.rows if r.kind == "ours"]
+    parts = []
+    if any(c.undefined and c.empty for r in ours for c in r.cells):
+        parts.append(f"{UNDEFINED}: undefined in every seed run (NaN: the class is absent"
+                     " from ground truth and prediction, or for ASD / HD95 one of them is"
+                     " empty), so it counts in no average")
+    if any(c.empty and not c.undefined for r in ours for c in r.cells):
+        parts.append(f"{MISSING}: no value (no run logged it)")
+    if any(r.n == 1 for r in ours):
+        parts.append("n = 1: a single seed run, so no ± is shown")
+    return "; ".join(parts) + "." if parts else ""
 
 
 def build_table(
@@ -72,26 +126,25 @@ def build_table(
     contract: str = "dhc",
     metric: str = "dice",
     tail: Sequence[str] = (),
-    paper: Mapping[str, object] | None = None,
+    paper: Mapping[str, PaperRow] | None = None,
     marks: Mapping[str, str] | None = None,
 ) -> ResultTable:
     """Aggregate per-seed records into cells and rank each column.
 
     ``records`` are :func:`~dhcbench.reports.records.seed_records` rows (one per seed run);
     a row per (method, family) comes out, families in :data:`FAMILY_ORDER`, then by label.
-    ``metric`` picks the per-class columns (``dice`` or ``asd``); the averages come first,
-    then the tail column (mean Dice of the ``tail`` classes) when ``tail`` is given. Under
-    ``rigorous`` the metric keys carry that prefix. ``paper`` maps a method label to its
-    :class:`~dhcbench.reports.paper.PaperRow` (a published row and a difference row follow
-    ours); ``marks`` maps a method label to a mark for its Avg. Dice cell.
+    ``metric`` picks the per-class columns (one of :data:`METRICS`); the averages come
+    first, then the tail column (mean Dice of the ``tail`` classes) when ``tail`` is given.
+    Under ``rigorous`` the metric keys carry that prefix and the averages are recomputed
+    over the classes defined in every run (a note says which). ``paper`` maps a method
+    label to its :class:`~dhcbench.reports.paper.PaperRow` (a published row and a difference
+    row follow ours); ``marks`` maps a method label to a mark for its Avg. Dice cell.
     """
     pre = "" if contract == "dhc" else f"{contract}/"
-    columns = [Column(f"{pre}dice_mean", "Avg. Dice", True, 2),
-               Column(f"{pre}asd_mean", "Avg. ASD", False, 2)]
-    if tail:
-        columns.append(Column("tail", f"Tail-{len(tail)} Dice", True, 2))
-    columns += [Column(f"{pre}{metric}/{c}", abbreviation(c), metric == "dice", 1)
-                for c in class_names if c != "background"]
+    columns = _columns(class_names, pre, metric, tail)
+    shown = [c.key.rsplit("/", 1)[-1].removesuffix("_mean") for c in columns if c.average]
+    records, average_classes, average_note = rigorous_averages(records, class_names, contract,
+                                                               shown)
     records = records.copy()
     if tail:
         tail_keys = [f"{pre}dice/{c}" for c in tail]
@@ -103,51 +156,20 @@ def build_table(
                     key=lambda g: (FAMILY_ORDER.get(g[0][1], 9), g[0][0]))
     for (label, family), group in groups:
         n = len(group)
+        undefined = contract != "dhc" and _scored(group, pre)
         cells = [replace(_cell(group[c.key].dropna().to_numpy(float) if c.key in group
-                               else np.array([])), row_n=n) for c in columns]
+                               else np.array([])), row_n=n, undefined=undefined)
+                 for c in columns]
         if marks and label in marks and not cells[0].empty:
             cells[0] = replace(cells[0], mark=marks[label])
         table.rows.append(Row(str(label), str(family), n, cells))
     _rank(table)
     if paper:
-        _add_paper_rows(table, paper, tail, metric)
+        foreground = [c for c in class_names if c != "background"]
+        add_paper_rows(table, paper, tail, metric, contract, average_classes.get("dice"),
+                       len(foreground))
+    table.notes += [note for note in (average_note, _legend(table)) if note]
     return table
-
-
-def _paper_cells(columns: Sequence[Column], published: object, tail: Sequence[str],
-                 metric: str) -> list[Cell]:
-    cells = []
-    for col in columns:
-        if col.key.endswith("dice_mean"):
-            cells.append(Cell(published.avg_dice, published.avg_dice_std))  # type: ignore
-        elif col.key.endswith("asd_mean"):
-            cells.append(Cell(published.avg_asd, published.avg_asd_std))  # type: ignore
-        elif col.key == "tail":
-            values = [published.dice.get(c, math.nan) for c in tail]  # type: ignore
-            cells.append(Cell(float(np.mean(values)) if values else math.nan))
-        elif metric == "dice":
-            cells.append(Cell(published.dice.get(col.key.rsplit("/", 1)[1], math.nan)))  # type: ignore
-        else:
-            cells.append(Cell(math.nan))  # the paper prints no per-class ASD
-    return cells
-
-
-def _add_paper_rows(table: ResultTable, paper: Mapping[str, object], tail: Sequence[str],
-                    metric: str) -> None:
-    rows: list[Row] = []
-    for row in table.rows:
-        rows.append(row)
-        published = paper.get(row.label)
-        if published is None:
-            continue
-        pcells = _paper_cells(table.columns, published, tail, metric)
-        rows.append(Row(f"{row.label} (paper)", row.family, 0, pcells, kind="paper"))
-        diff = [Cell(o.mean - p.mean, signed=True) if not (o.empty or p.empty)
-                else Cell(math.nan, n=0) for o, p in zip(row.cells, pcells, strict=True)]
-        rows.append(Row(f"{row.label} Δ", row.family, 0, diff, kind="delta"))
-    table.rows = rows
-    table.notes.append("(paper): the published row (paper-results.csv; per-class values"
-                       " missing from the extraction show '–'); Δ: ours minus paper.")
 
 
 def _rank(table: ResultTable) -> None:
