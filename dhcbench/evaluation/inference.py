@@ -118,6 +118,27 @@ def default_stride(patch: Shape3) -> Shape3:
     return tuple(max(1, p // 4) for p in patch)  # type: ignore[return-value]
 
 
+def predict_case_probs(
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    image: np.ndarray,
+    dataset: DatasetSpec,
+    evaluation: InferenceSettings,
+    device: torch.device,
+    amp: bool = False,
+) -> torch.Tensor:
+    """A whole case's class probabilities with a run's evaluation settings.
+
+    Same inference as :func:`predict_case` (the dataset's patch, the eval stride, default
+    :func:`default_stride`, and window batch; CUDA autocast when ``amp`` is set and the
+    device is a GPU). Returns :func:`sliding_window_probs`' ``(K, D, H, W)`` float32 CPU
+    tensor, whose argmax over classes is :func:`predict_case`'s label map.
+    """
+    stride = evaluation.stride or default_stride(dataset.patch_size)
+    with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
+        return sliding_window_probs(predict, image, dataset.patch_size, stride,
+                                    dataset.num_classes, device, evaluation.window_batch)
+
+
 def predict_case(
     predict: Callable[[torch.Tensor], torch.Tensor],
     image: np.ndarray,
@@ -131,12 +152,11 @@ def predict_case(
     ``image`` is the case's ``(C, D, H, W)`` (or ``(D, H, W)``) float volume in the
     training geometry; inference uses the dataset's patch, the eval stride (default
     :func:`default_stride`) and window batch, under CUDA autocast when ``amp`` is set and
-    the device is a GPU. Returns the label map ``(D, H, W)`` uint8.
+    the device is a GPU. Returns the label map ``(D, H, W)`` uint8: the argmax of
+    :func:`predict_case_probs`.
     """
-    stride = evaluation.stride or default_stride(dataset.patch_size)
-    with torch.autocast(device.type, enabled=amp and device.type == "cuda"):
-        return sliding_window_predict(predict, image, dataset.patch_size, stride,
-                                      dataset.num_classes, device, evaluation.window_batch)
+    probs = predict_case_probs(predict, image, dataset, evaluation, device, amp)
+    return class_argmax(probs, 0).numpy().astype(np.uint8)
 
 
 def resolve_device(name: str) -> torch.device:
