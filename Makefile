@@ -2,7 +2,7 @@
 PYTHON ?= python3
 DHCBENCH = $(PYTHON) -m dhcbench
 
-.PHONY: install test lint demo ensure
+.PHONY: install test lint demo ensure gpu-check
 
 # torch first, and only when it is missing, so an existing (e.g. CUDA) build is kept.
 install:
@@ -23,3 +23,8 @@ lint: ensure
 # the paper-style table (printed by the same process).
 demo: ensure
 	$(DHCBENCH) sweep phantom-demo --table
+
+# The paper's configuration on a CUDA GPU, measured within a time budget (the reduced CPU
+# form without one); writes gpu-check/gpu-check.json and gpu-check/gpu-check.md.
+gpu-check: ensure
+	$(PYTHON) -m dhcbench.benchmark.gpu_check --out gpu-check

@@ -255,32 +255,45 @@ def bench(
     methods_: Annotated[str, typer.Option("--methods", help="Comma-separated method keys, or 'paper' (the paper's methods) or 'all'.")] = "paper",
     dataset: Annotated[str, typer.Option("--dataset", "-d")] = "phantom",
     ratio: Annotated[float, typer.Option("--ratio", "-r")] = 0.2,
-    steps: Annotated[int, typer.Option(help="Timed steps per method.")] = 5,
-    warmup: Annotated[int, typer.Option(help="Untimed steps first.")] = 2,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Setting overrides, as for run.")] = None,
+    part: Annotated[str, typer.Option(help="step (each method against its model floor), data (a patch fetch), infer (one volume's sliding-window inference) or eval (one case's metrics against medpy).")] = "step",
+    rounds: Annotated[int, typer.Option(help="Alternating rounds; the median ratio and its spread are taken over them.")] = 5,
+    steps: Annotated[int, typer.Option(help="step: timed method steps, then as many floor steps, per round.")] = 3,
+    warmup: Annotated[int, typer.Option(help="step: untimed steps of each side first.")] = 2,
+    grid: Annotated[list[str] | None, typer.Option(help="data/infer/eval: volume grid D,H,W, or synapse (147,256,256) / amos (80,160,160); repeatable. Default: data synapse, infer amos, eval both.")] = None,
+    patch: Annotated[str | None, typer.Option(help="data/infer: patch D,H,W (default 64,128,128).")] = None,
+    filters: Annotated[int, typer.Option(help="infer: V-Net base filters.")] = 16,
+    device: Annotated[str, typer.Option(help="infer: auto, cpu, cuda …")] = "cpu",
+    threads: Annotated[int | None, typer.Option(help="CPU threads for torch (step: train.threads wins).")] = None,
+    json_: Annotated[Path | None, typer.Option("--json", help="Write the results to this JSON file.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="step: setting overrides, as for run.")] = None,
 ) -> None:
-    """Time one training step of each method (median of --steps) on the dataset's patches."""
-    from rich.table import Table
+    """Time each method's step against its model floor, or a data, inference or metrics part."""
+    from dhcbench.benchmark import bench_report as report
 
-    from dhcbench.benchmark.bench import bench_methods
-    from dhcbench.benchmark.planning import default_layers
-    from dhcbench.methods import METHODS
+    if part not in report.PARTS:
+        raise UserError(f"--part {part!r}: use one of {', '.join(report.PARTS)}")
+    if steps < 1 or warmup < 0 or rounds < 1:
+        raise UserError("--steps and --rounds must be >= 1 and --warmup >= 0")
+    if threads is not None:
+        import torch
 
-    paper = ["fully", "labeled-only", "uamt", "urpc", "cps", "ssnet", "dst", "depl", "adsh",
-             "crest", "simis", "basak", "cld", "dhc"]
-    if steps < 1 or warmup < 0:
-        raise UserError("--steps must be >= 1 and --warmup >= 0")
-    names = (paper if methods_ == "paper" else list(METHODS) if methods_ == "all"
-             else [METHODS.canonical(m) for m in methods_.split(",") if m.strip()])
-    layers = default_layers(None, set_ or [])
-    t = Table(title=f"training step on {dataset} (median of {steps})", header_style="bold")
-    for col in ("method", "median s/step", "min s/step", "peak MB"):
-        t.add_column(col, justify="right" if col != "method" else "left")
+        torch.set_num_threads(max(1, threads))
+    if part != "step":
+        results, t = report.run_part(part, grid or [], patch, filters, rounds, device)
+    else:
+        from dhcbench.benchmark.bench import bench_methods
+        from dhcbench.benchmark.planning import default_layers
 
-    def show(r) -> None:  # noqa: ANN001
-        console.print(f"{r.method}: {r.median_s:.3f} s/step (min {r.min_s:.3f}),"
-                      f" peak {r.peak_mb:.0f} MB")
-        t.add_row(r.method, f"{r.median_s:.3f}", f"{r.min_s:.3f}", f"{r.peak_mb:.0f}")
+        names = report.method_names(methods_)
+        layers = default_layers(None, set_ or [])
+        t = report.step_table(dataset, steps, rounds)
 
-    bench_methods(names, dataset, ratio, layers, steps, warmup, show)
+        def show(r) -> None:  # noqa: ANN001
+            console.print(report.step_line(r))
+            report.add_step_row(t, r)
+
+        results = bench_methods(names, dataset, ratio, layers, steps, warmup, show, rounds)
     console.print(t)
+    if json_ is not None:
+        report.write_json(json_, part, results)
+        console.print(f"results written to {json_}")
