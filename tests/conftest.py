@@ -33,6 +33,18 @@ def tiny_args(*extra: str, epochs: int = 1) -> list[str]:
     return args + list(extra)
 
 
+def invoke_on(runs: dict, *args: str):  # noqa: ANN201 (typer's Result)
+    """Run the CLI in-process against ``finished_runs``' store and data cache."""
+    from typer.testing import CliRunner
+
+    from dhcbench.cli import app
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DHCBENCH_DATA", str(runs["data"]))
+        mp.setenv("MLFLOW_TRACKING_URI", str(runs["uri"]))
+        return CliRunner().invoke(app, list(args))
+
+
 @pytest.fixture(autouse=True)
 def _single_thread() -> None:
     # Two tests in one process must not change each other's thread count.

@@ -10,24 +10,15 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
-from dhcbench.cli import app
 from dhcbench.datasets.phantom import PhantomConfig, generate_case
 
-runner = CliRunner()
+from .conftest import invoke_on as invoke
 
 
 @pytest.fixture(scope="module")
 def runs(finished_runs: dict[str, object]) -> dict[str, object]:
     return finished_runs
-
-
-def invoke(runs: dict, *args: str):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DHCBENCH_DATA", str(runs["data"]))
-        mp.setenv("MLFLOW_TRACKING_URI", str(runs["uri"]))
-        return runner.invoke(app, list(args))
 
 
 def child(runs: dict, method: str, seed: str = "0"):

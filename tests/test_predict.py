@@ -11,12 +11,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from dhcbench.cli import app
 from dhcbench.datasets.phantom import PhantomConfig, generate_case
 
-runner = CliRunner()
+from .conftest import invoke_on as invoke
+
 NUM_CLASSES = 14  # the phantom uses Synapse's 13 organs and background
 
 
@@ -35,13 +34,6 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("images")
     nib.save(nib.Nifti1Image(source.astype(np.int16), affine), str(folder / "x.nii.gz"))
     return folder
-
-
-def invoke(runs: dict, *args: str):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DHCBENCH_DATA", str(runs["data"]))
-        mp.setenv("MLFLOW_TRACKING_URI", str(runs["uri"]))
-        return runner.invoke(app, list(args))
 
 
 def seeds(runs: dict, method: str) -> list:
@@ -185,17 +177,12 @@ def test_bad_uses_are_one_line_errors(runs: dict, images: Path, tmp_path: Path,
     with monkeypatch.context() as mp:
         mp.setattr(MlflowTracker, "children", lambda self, parent_id: [])
         fails(run(parent, "--ensemble"), "no FINISHED seed run")
-    real = report.dataset_of
-    calls = [0]
+    real = report.dataset_spec  # the other seeds' specs (the first run's data is opened)
 
     def second_differs(loaded):  # noqa: ANN001, ANN202
-        calls[0] += 1
-        dspec, ds = real(loaded)
-        if calls[0] > 1:
-            dspec = dataclasses.replace(dspec, patch_size=(8, 16, 16))
-        return dspec, ds
+        return dataclasses.replace(real(loaded), patch_size=(8, 16, 16))
 
     with monkeypatch.context() as mp:
-        mp.setattr(report, "dataset_of", second_differs)
+        mp.setattr(report, "dataset_spec", second_differs)
         fails(run(parent, "--ensemble"), "disagree", "patch [16, 32, 32]", "patch [8, 16, 16]")
     assert not out.exists()  # nothing was written, not even the folder

@@ -168,6 +168,21 @@ def training_ids(plan: RunPlan, data_mode: str) -> tuple[tuple[str, ...], tuple[
     return plan.split.labeled, plan.split.unlabeled
 
 
+def training_cases(plan: RunPlan, data_mode: str) -> str:
+    """The training cases a method's data mode uses, in words (run header, description).
+
+    ``4 labeled / 16 unlabeled`` for a semi-supervised method, ``4 labeled cases (no
+    unlabeled ones)`` for one trained on the labeled cases only, ``20 training cases, all
+    labeled`` for one trained on every case.
+    """
+    labeled, unlabeled = training_ids(plan, data_mode)
+    if data_mode == "all":
+        return f"{len(labeled)} training cases, all labeled"
+    if data_mode == "labeled":
+        return f"{len(labeled)} labeled cases (no unlabeled ones)"
+    return f"{len(labeled)} labeled / {len(unlabeled)} unlabeled"
+
+
 def labeled_counts(plan: RunPlan, data_mode: str) -> torch.Tensor:
     """Voxel counts per class (K,) of the labeled ground truth the method trains on."""
     ids = training_ids(plan, data_mode)[0]

@@ -21,7 +21,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from dhcbench.benchmark.planning import RunPlan, run_name, training_ids
+from dhcbench.benchmark.planning import RunPlan, run_name, training_cases
 from dhcbench.benchmark.runner import Reporter
 from dhcbench.benchmark.spec import RunSpec
 
@@ -69,21 +69,13 @@ class SteadyTimeRemaining(ProgressColumn):
 def run_header(plan: RunPlan, ratio: float) -> str:
     """The line ``dhcbench run`` prints before training: method, data it uses, seeds.
 
-    Only the cases the method's data mode trains on are counted: ``4 labeled / 16
-    unlabeled`` for a semi-supervised method, ``4 labeled`` for ``labeled-only``, ``20
-    training cases, all labeled`` for ``fully``.
+    Only the cases the method's data mode trains on are counted
+    (:func:`~dhcbench.benchmark.planning.training_cases`).
     """
     from dhcbench.methods import METHODS
 
     spec = plan.specs[0]
-    mode = METHODS.get(spec.method.name).data_mode
-    labeled, unlabeled = training_ids(plan, mode)
-    if mode == "all":
-        cases = f"{len(labeled)} training cases, all labeled"
-    elif mode == "labeled":
-        cases = f"{len(labeled)} labeled cases (no unlabeled ones)"
-    else:
-        cases = f"{len(labeled)} labeled / {len(unlabeled)} unlabeled"
+    cases = training_cases(plan, METHODS.get(spec.method.name).data_mode)
     return (f"{spec.method.name} on {spec.data.name} {ratio:g}: {cases},"
             f" seeds {', '.join(str(s.seed) for s in plan.specs)}")
 

@@ -18,11 +18,18 @@ import pandas as pd
 import torch
 
 from dhcbench import __version__
-from dhcbench.benchmark.planning import RunPlan, git_sha, split_manifest_name, training_ids
+from dhcbench.benchmark.planning import (
+    RunPlan,
+    git_sha,
+    split_manifest_name,
+    training_cases,
+    training_ids,
+)
 from dhcbench.benchmark.spec import RunSpec
 from dhcbench.benchmark.tracking import Tracker
 from dhcbench.datasets import DATASETS
 from dhcbench.datasets.base import data_root
+from dhcbench.datasets.loaders import epoch_iterations
 from dhcbench.evaluation.inference import default_stride, resolve_device
 from dhcbench.evaluation.scoring import aggregate_seeds
 from dhcbench.evaluation.segmenter import Segmenter
@@ -56,12 +63,11 @@ def system_tags() -> dict[str, str]:
 def describe(spec: RunSpec, plan: RunPlan, seed: int | None = None) -> str:
     """One line on what the run is: method, dataset, ratio, seed(s), variant and schedule."""
     info = METHODS.get(spec.method.name)
-    labeled, unlabeled = training_ids(plan, info.data_mode)
-    cases = f"{len(labeled)} labeled" + (f" + {len(unlabeled)} unlabeled" if unlabeled else "")
+    cases = training_cases(plan, info.data_mode)
     seeds = (f"seed {seed}" if seed is not None
              else "seeds " + ", ".join(str(s.seed) for s in plan.specs))
-    return (f"{info.title} on {spec.data.name}, {spec.data.ratio:.0%} labeled ({cases} training"
-            f" cases), {seeds}; {spec.method.variant} variant, {spec.train.epochs + 1} epochs,"
+    return (f"{info.title} on {spec.data.name}, {spec.data.ratio:.0%} labeled ({cases}),"
+            f" {seeds}; {spec.method.variant} variant, {spec.train.epochs + 1} epochs,"
             f" tested on {len(plan.split.test)} cases")
 
 
@@ -108,10 +114,8 @@ def resolved_spec(spec: RunSpec, plan: RunPlan, uri: str | None = None) -> dict[
     patch = tuple(plan.dataset_spec.patch_size)
     labeled, unlabeled = training_ids(plan, info.data_mode)
     t = spec.train
-    if info.data_mode == "all" or not unlabeled:
-        iters = -(-len(labeled) // t.batch_labeled)
-    else:
-        iters = min(-(-len(unlabeled) // t.batch_unlabeled), -(-len(unlabeled) // t.batch_labeled))
+    iters = epoch_iterations(info.data_mode, len(labeled), len(unlabeled), t.batch_labeled,
+                             t.batch_unlabeled)
     d["method"]["kwargs"] = {**info.defaults, **spec.method.kwargs}
     d["data"]["patch_size"] = list(patch)
     d["data"]["split"] = split_manifest_name(spec, DATASETS.get(spec.data.name)) or "folder"

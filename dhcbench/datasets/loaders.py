@@ -64,6 +64,18 @@ def centre_crop_slices(shape: Sequence[int], patch: Shape3) -> tuple[slice, slic
     return tuple(out)  # type: ignore[return-value]
 
 
+def epoch_iterations(mode: str, n_labeled: int, n_unlabeled: int, batch_labeled: int,
+                     batch_unlabeled: int) -> int:
+    """Iterations of one epoch of a :class:`PatchSampler` in data mode ``mode``.
+
+    ``all``: ceil(N_labeled / batch_labeled). Otherwise the unlabeled list sets the length:
+    min(ceil(N_unlabeled / batch_unlabeled), ceil(N_unlabeled / batch_labeled)).
+    """
+    if mode == "all":
+        return -(-n_labeled // batch_labeled)
+    return min(-(-n_unlabeled // batch_unlabeled), -(-n_unlabeled // batch_labeled))
+
+
 class PatchSampler:
     """Labeled + unlabeled patch batches for the semi-supervised training loop.
 
@@ -108,15 +120,9 @@ class PatchSampler:
                          for c in self.unlabeled_ids] if mode == "semi" else []
 
     def iterations_per_epoch(self) -> int:
-        """Iterations of one epoch.
-
-        ``all``: ceil(N_labeled / batch_labeled). Otherwise the unlabeled list sets the
-        length: min(ceil(N_unlabeled / batch_unlabeled), ceil(N_unlabeled / batch_labeled)).
-        """
-        if self.mode == "all":
-            return -(-len(self.labeled_ids) // self.batch_labeled)
-        n_u = len(self.unlabeled_ids)
-        return min(-(-n_u // self.batch_unlabeled), -(-n_u // self.batch_labeled))
+        """Iterations of one epoch (:func:`epoch_iterations`)."""
+        return epoch_iterations(self.mode, len(self.labeled_ids), len(self.unlabeled_ids),
+                                self.batch_labeled, self.batch_unlabeled)
 
     def plan_epoch(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """(labeled indices, unlabeled indices) per iteration of one epoch.

@@ -37,18 +37,29 @@ def check_kind(kind: str) -> None:
         raise UserError(f"unknown figure {kind!r} (valid: {', '.join(KINDS)})")
 
 
-def proportions(loaded: LoadedRun, class_names: Sequence[str]) -> dict[str, float]:
-    """Voxel share of every class in the run's labeled set, in [0, 1] and summing to 1.
+def voxel_shares(params: Mapping[str, str], class_names: Sequence[str], run_id: str
+                 ) -> dict[str, float]:
+    """Voxel share of every class in a run's labeled set, in [0, 1] and summing to 1.
 
     Read from the run's ``split.labeled_voxels`` param (one count per class, background
     first); a run that did not record it is a UserError.
     """
-    raw = loaded.params.get("split.labeled_voxels", "")
+    raw = params.get("split.labeled_voxels", "")
     if not raw:
-        raise UserError(f"run {loaded.run_id} did not record split.labeled_voxels")
+        raise UserError(f"run {run_id} did not record split.labeled_voxels")
     counts = np.array([int(v) for v in raw.split(",")], dtype=float)
     share = counts / counts.sum()
     return {c: float(v) for c, v in zip(class_names, share, strict=True)}
+
+
+def proportions(loaded: LoadedRun, class_names: Sequence[str]) -> dict[str, float]:
+    """:func:`voxel_shares` of a loaded run."""
+    return voxel_shares(loaded.params, class_names, loaded.run_id)
+
+
+def class_dice(metrics: Mapping[str, float]) -> dict[str, float]:
+    """``{class: test Dice}`` from a run's ``test/dice/<class>`` metrics (best checkpoint)."""
+    return {k[len("test/dice/"):]: v for k, v in metrics.items() if k.startswith("test/dice/")}
 
 
 def class_names_of(loaded: LoadedRun) -> tuple[str, ...]:
@@ -157,9 +168,7 @@ def _classes(tracker: Tracker, runs: Sequence[LoadedRun], out: Path) -> list[Pat
     names = class_names_of(runs[0])
     per_run = {}
     for loaded, name in zip(runs, display_names(runs), strict=True):
-        metrics = tracker.get(loaded.run_id).data.metrics
-        per_run[name] = {k[len("test/dice/"):]: v for k, v in metrics.items()
-                                if k.startswith("test/dice/")}
+        per_run[name] = class_dice(tracker.get(loaded.run_id).data.metrics)
     fig = dice_vs_proportion(mean_over_seeds(per_run), proportions(runs[0], names), names,
                              "per-class Dice against class frequency")
     return _save(fig, out, runs_stem("classes", [r.spec.method.name for r in runs],

@@ -17,23 +17,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dhcbench.benchmark import checkpoint as ckpt
+from dhcbench.benchmark.planning import build_method
 from dhcbench.benchmark.tracking import CHECKPOINT_DIR, ROLE, Tracker
 from dhcbench.errors import UserError
 from dhcbench.evaluation.predict import segment_images
-from dhcbench.reports.runs import LoadedRun, best_method, dataset_of, load_run
+from dhcbench.reports.runs import (
+    LoadedRun,
+    best_method,
+    dataset_of,
+    dataset_spec,
+    get_run,
+    load_run,
+)
 
 if TYPE_CHECKING:
     from dhcbench.datasets import DatasetSpec
     from dhcbench.methods.base import Method
 
 CHECKPOINTS = ("best", "last")
-
-
-def _get(tracker: Tracker, run_id: str):  # noqa: ANN202 (an MLflow-shaped run record)
-    try:
-        return tracker.get(run_id)
-    except Exception as exc:  # MLflow raises its own exception types
-        raise UserError(f"--run {run_id}: no such MLflow run ({type(exc).__name__})") from exc
 
 
 def seed_runs(tracker: Tracker, run_id: str, ensemble: bool) -> list[str]:
@@ -43,7 +44,7 @@ def seed_runs(tracker: Tracker, run_id: str, ensemble: bool) -> list[str]:
     seed runs and the option); with it, its FINISHED seed runs, oldest first (a parent with
     none is a UserError). Other runs are left to :func:`~dhcbench.reports.runs.load_run`.
     """
-    run = _get(tracker, run_id)
+    run = get_run(tracker, run_id)
     if run.data.tags.get(ROLE) != "parent":
         return [run_id]
     children = [c for c in tracker.children(run_id) if c.data.tags.get(ROLE) == "seed"]
@@ -82,19 +83,13 @@ def last_method(loaded: LoadedRun, dspec: DatasetSpec) -> Method:
     ``last.pt`` is read from the run's checkpoint folder (it is never logged as an
     artifact); a run whose folder is gone from this machine is a UserError.
     """
-    from dhcbench.methods import METHODS
-
     folder = loaded.tags.get(CHECKPOINT_DIR)
     path = Path(folder) / ckpt.LAST if folder else None
     if path is None or not path.is_file():
         raise UserError(f"--checkpoint last: seed run {loaded.run_id} has no {ckpt.LAST} in its"
                         f" checkpoint folder {folder or '(none recorded)'} (it is only kept"
                         " where the run trained); use --checkpoint best")
-    spec = loaded.spec
-    method = METHODS.get(spec.method.name).build(
-        num_classes=dspec.num_classes, in_channels=dspec.channels,
-        base_filters=spec.train.base_filters, variant=spec.method.variant,
-        kwargs=spec.method.kwargs)
+    method = build_method(loaded.spec, dspec)
     method.load_state_dict(ckpt.load(path)["method"])
     method.eval()
     return method
@@ -120,7 +115,7 @@ def predict_images(tracker: Tracker, run_id: str, images: Path, out: Path,
         raise UserError(f"--checkpoint {checkpoint!r}: use best or last")
     runs = [load_run(tracker, r) for r in seed_runs(tracker, run_id, ensemble)]
     dspec, ds = dataset_of(runs[0])
-    specs = [dspec] + [dataset_of(r)[0] for r in runs[1:]]
+    specs = [dspec] + [dataset_spec(r) for r in runs[1:]]
     _check_agree(runs, specs)
     methods = [best_method(tracker, r, dspec) if checkpoint == "best" else last_method(r, dspec)
                for r in runs]

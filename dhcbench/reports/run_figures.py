@@ -7,11 +7,10 @@ passes them to the runs, sweeps and studies it starts.
 
 from __future__ import annotations
 
-import numpy as np
-
 from dhcbench.benchmark.planning import run_name
 from dhcbench.benchmark.runner import SeedReport
 from dhcbench.benchmark.tracking import Tracker
+from dhcbench.reports.cli_plot import class_dice, mean_over_seeds, voxel_shares
 from dhcbench.reports.figures import (
     class_dice_bars,
     constant_branches,
@@ -43,7 +42,7 @@ def log_run_figures(seed: SeedReport) -> None:
         history.update(tracker.history(run_id, prefix))
     fig = training_curves(history, name, dspec.class_names)
     tracker.log_figure(run_id, fig, "figures/curves.png")
-    dice = {k[len("test/dice/"):]: v for k, v in metrics.items() if k.startswith("test/dice/")}
+    dice = class_dice(metrics)
     if dice:
         fig = class_dice_bars(dice, dspec.class_names, f"{name}: test Dice (best checkpoint)")
         tracker.log_figure(run_id, fig, "figures/test_dice.png")
@@ -66,21 +65,17 @@ def log_parent_figures(tracker: Tracker, parent_id: str, seed_ids: list[str]) ->
     (``figures/test_dice.png``). A parent without tested seeds gets none.
     """
     runs = [tracker.get(run_id) for run_id in seed_ids]
-    dice = {f"seed {r.data.tags.get('seed', '?')}": {
-        k[len("test/dice/"):]: v for k, v in r.data.metrics.items() if k.startswith("test/dice/")}
-        for r in runs}
+    dice = {f"seed {r.data.tags.get('seed', '?')}": class_dice(r.data.metrics) for r in runs}
     if not runs or not all(dice.values()):
         return
     class_names = tuple(runs[0].data.tags.get("classes", "").split(","))
     name = runs[0].info.run_name.rsplit("-seed", 1)[0]
-    counts = np.array([int(v) for v in runs[0].data.params["split.labeled_voxels"].split(",")],
-                      dtype=float)
-    share = dict(zip(class_names, counts / counts.sum(), strict=True))
+    share = voxel_shares(runs[0].data.params, class_names, runs[0].info.run_id)
     fig = dice_vs_proportion(dice, share, class_names,
                              f"{name}: test Dice against class frequency, per seed")
     tracker.log_figure(parent_id, fig, "figures/classes.png")
-    mean = {c: float(np.mean([d[c] for d in dice.values() if c in d]))
-            for c in class_names[1:] if any(c in d for d in dice.values())}
+    (mean,) = mean_over_seeds({r.info.run_name: class_dice(r.data.metrics) for r in runs}
+                              ).values()
     fig = class_dice_bars(mean, class_names,
                           f"{name}: test Dice, mean of {len(runs)} seed(s) (best checkpoint)")
     tracker.log_figure(parent_id, fig, "figures/test_dice.png")

@@ -15,12 +15,12 @@ from typing import Any
 import yaml
 
 from dhcbench.benchmark import checkpoint
+from dhcbench.benchmark.planning import build_method
 from dhcbench.benchmark.spec import RunSpec, build_spec
 from dhcbench.benchmark.tracking import CHECKPOINT_DIR, ROLE, Tracker
 from dhcbench.datasets import DATASETS, DatasetSpec, data_root
 from dhcbench.datasets.storage import PreparedDataset
 from dhcbench.errors import UserError
-from dhcbench.methods import METHODS
 from dhcbench.methods.base import Method
 
 
@@ -39,16 +39,21 @@ class LoadedRun:
     name: str
 
 
+def get_run(tracker: Tracker, run_id: str) -> Any:
+    """The tracker's record of ``--run run_id``; an unknown id is a UserError."""
+    try:
+        return tracker.get(run_id)
+    except Exception as exc:  # MLflow raises its own exception types
+        raise UserError(f"--run {run_id}: no such MLflow run ({type(exc).__name__})") from exc
+
+
 def load_run(tracker: Tracker, run_id: str) -> LoadedRun:
     """A seed run's spec and metadata.
 
     Unknown ids, parent runs (the error lists their seed runs) and runs not made by
     dhcbench are UserErrors.
     """
-    try:
-        run = tracker.get(run_id)
-    except Exception as exc:  # MLflow raises its own exception types
-        raise UserError(f"--run {run_id}: no such MLflow run ({type(exc).__name__})") from exc
+    run = get_run(tracker, run_id)
     tags = dict(run.data.tags)
     if tags.get(ROLE) == "parent":
         children = [r.info.run_id for r in tracker.children(run_id)]
@@ -63,17 +68,21 @@ def load_run(tracker: Tracker, run_id: str) -> LoadedRun:
                      run.info.run_name or run_id)
 
 
+def dataset_spec(loaded: LoadedRun) -> DatasetSpec:
+    """The run's dataset spec, from the run spec's data section (no data is read)."""
+    data = loaded.spec.data
+    return DATASETS.get(data.name).spec(data.options, data.patch_size, data_root(data.root))
+
+
 def dataset_of(loaded: LoadedRun) -> tuple[DatasetSpec, PreparedDataset]:
     """The run's dataset spec and prepared data.
 
     Built from the run spec's data section; the dataset must still be prepared on this
     machine, under the data root the spec names (or the default one).
     """
-    spec = loaded.spec
-    source = DATASETS.get(spec.data.name)
-    root = data_root(spec.data.root)
-    dspec = source.spec(spec.data.options, spec.data.patch_size, root)
-    return dspec, source.open(dspec, spec.data.options, root)
+    data = loaded.spec.data
+    dspec = dataset_spec(loaded)
+    return dspec, DATASETS.get(data.name).open(dspec, data.options, data_root(data.root))
 
 
 def best_method(tracker: Tracker, loaded: LoadedRun, dspec: DatasetSpec) -> Method:
@@ -83,11 +92,7 @@ def best_method(tracker: Tracker, loaded: LoadedRun, dspec: DatasetSpec) -> Meth
     machine, else downloaded from the run's ``checkpoint/best.pt`` artifact; having
     neither is a UserError.
     """
-    spec = loaded.spec
-    method = METHODS.get(spec.method.name).build(
-        num_classes=dspec.num_classes, in_channels=dspec.channels,
-        base_filters=spec.train.base_filters, variant=spec.method.variant,
-        kwargs=spec.method.kwargs)
+    method = build_method(loaded.spec, dspec)
     local = Path(loaded.tags.get(CHECKPOINT_DIR, "")) / checkpoint.BEST
     if loaded.tags.get(CHECKPOINT_DIR) and local.is_file():
         state = checkpoint.load(local)
