@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from dhcbench.methods.losses import class_histogram, negative_dice, weighted_ce
 
@@ -81,13 +80,12 @@ def composed_term(logits: torch.Tensor, term: Term) -> torch.Tensor:
 def softmax_losses(logits: torch.Tensor, terms: tuple[Term, ...]) -> torch.Tensor:
     """The values (T,) float32 of ``terms`` on one network's logits (B, K, D, H, W), fused.
 
-    Equal to :func:`weighted_ce` / :func:`negative_dice` on the slices (the CE values
-    bit-for-bit, the Dice up to float32 rounding) with the same gradients up to rounding, at
-    a fraction of the cost: one log-softmax of the logits for every term, turned into the
-    softmax in place; a Dice without one-hot (true positives gathered and summed per
-    class, ``2tp + fp + fn = Σp + n``); and a backward written out — ``p ⊙ (G - <G, p>)``
-    with the CE's ``G = c (1 - e_y)`` — that makes one logits-sized gradient, in place of
-    the softmax, with no slice or one-hot in the graph.
+    Equal to :func:`weighted_ce` / :func:`negative_dice` on the slices up to float32
+    rounding (values and gradients), at a fraction of the cost: one log-softmax of the
+    logits for every term, turned into the softmax in place; a Dice without one-hot (true
+    positives gathered and summed per class, ``2tp + fp + fn = Σp + n``); and a backward
+    written out — ``p ⊙ (G - <G, p>)`` with the CE's ``G = c (1 - e_y)`` — that makes one
+    logits-sized gradient, in place of the softmax, with no slice or one-hot in the graph.
     """
     return _SoftmaxLosses.apply(logits, tuple(terms))
 
@@ -96,15 +94,15 @@ def _ce_forward(logp: torch.Tensor, term: Term) -> tuple[torch.Tensor, torch.Ten
     """A CE term's value (as :func:`weighted_ce`) and its per-voxel factor.
 
     The factor is ``w[y] / Σ w[y]`` (``1 / N`` unweighted), the weight of each voxel's
-    ``-ln p_y`` in the value.
+    ``-ln p_y`` in the value. A gather and a sum rather than ``nll_loss``, whose reduction
+    runs on one thread.
     """
+    logp_y = logp.gather(1, term.target[:, None])[:, 0]
     if term.weight is None:
-        return F.nll_loss(logp, term.target), torch.full_like(
-            term.target, 1.0 / term.target.numel(), dtype=torch.float32)
-    w = term.weight.float()
-    w_y = w[term.target]
+        return -logp_y.mean(), torch.full_like(logp_y, 1.0 / logp_y.numel())
+    w_y = torch.take(term.weight.float(), term.target)
     norm = w_y.sum().clamp_min(torch.finfo(torch.float32).tiny)
-    return F.nll_loss(logp, term.target, weight=w, reduction="sum") / norm, w_y / norm
+    return -(w_y * logp_y).sum() / norm, w_y / norm
 
 
 def _dice_forward(p: torch.Tensor, term: Term) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
@@ -124,12 +122,42 @@ def _dice_forward(p: torch.Tensor, term: Term) -> tuple[torch.Tensor, tuple[torc
     return -(num / den * w).sum(), (a, b, p_true)
 
 
+#: Reused logits-sized buffers on the CPU, by (shape, dtype): see :func:`_scratch_like`.
+_SCRATCH: dict[tuple[tuple[int, ...], torch.dtype], list[torch.Tensor]] = {}
+_SCRATCH_PER_SHAPE = 4
+
+
+def _scratch_like(z: torch.Tensor) -> torch.Tensor:
+    """An uninitialised buffer like ``z`` for the softmax that becomes the gradient.
+
+    On the CPU a fresh logits-sized allocation costs its page faults at every step (about
+    as much as the log-softmax itself), so the memory of an earlier step is reused — only
+    when nothing else holds it: the list keeps the buffers and hands out aliases, so a
+    buffer's storage has no other user once every alias (the saved softmax, the gradient,
+    anything that kept the gradient) is gone. Up to four per shape are kept; other devices
+    allocate (their allocators cache).
+    """
+    use_count = getattr(torch._C, "_storage_Use_Count", None)
+    if z.device.type != "cpu" or use_count is None:
+        return torch.empty_like(z)
+    kept = _SCRATCH.setdefault((tuple(z.shape), z.dtype), [])
+    # Two users when free: the kept tensor and the temporary of ``untyped_storage()``.
+    free = [buf for buf in kept if use_count(buf.untyped_storage()._cdata) == 2]
+    if free:
+        return free[0].detach()
+    buf = torch.empty(z.shape, dtype=z.dtype)
+    if len(kept) < _SCRATCH_PER_SHAPE:
+        kept.append(buf)
+    return buf.detach()
+
+
 class _SoftmaxLosses(torch.autograd.Function):
     """The autograd function behind :func:`softmax_losses`."""
 
     @staticmethod
     def forward(ctx: Any, logits: torch.Tensor, terms: tuple[Term, ...]) -> torch.Tensor:
-        logp = torch.log_softmax(logits.float(), 1)  # log_softmax + exp_ beats softmax here
+        z = logits.float()
+        logp = torch.log_softmax(z, 1, out=_scratch_like(z))  # + exp_: faster than softmax
         rows = [slice(t.start, t.start + t.target.shape[0]) for t in terms]
         parts: list[Any] = [_ce_forward(logp[r], t) if t.kind == "ce" else None
                             for r, t in zip(rows, terms, strict=True)]
@@ -159,15 +187,22 @@ class _SoftmaxLosses(torch.autograd.Function):
             per_class = p.new_zeros(p.shape[:2]) if per_class is None else per_class
             per_class[rows] += a
             sparse.append((rows, term.target, at_true))
-        # p ⊙ (scale + per_class), in place: the saved softmax is not needed again.
+        # p ⊙ (scale + per_class), in place: the saved softmax is not needed again. The
+        # samples without a Dice term in one product, the others class by class.
         out, voxel = p, [1] * (p.ndim - 2)
-        if per_class is None:
-            out.mul_(scale[:, None])
+        lo, hi = _span([r for t, r in zip(ctx.terms, ctx.rows, strict=True) if t.kind != "ce"])
+        for rows in (slice(0, lo), slice(hi, p.shape[0])):
+            out[rows].mul_(scale[rows, None])
         for k in range(p.shape[1]) if per_class is not None else ():
-            out[:, k].mul_(scale + per_class[:, k].view(-1, *voxel))
+            out[lo:hi, k].mul_(scale[lo:hi] + per_class[lo:hi, k].view(-1, *voxel))
         for rows, target, value in _merged(sparse):
             out[rows].scatter_add_(1, target[:, None], value[:, None])
         return out.to(ctx.dtype), None
+
+
+def _span(rows: list[slice]) -> tuple[int, int]:
+    """The samples ``lo:hi`` that ``rows`` cover together (0, 0 when there are none)."""
+    return (min(r.start for r in rows), max(r.stop for r in rows)) if rows else (0, 0)
 
 
 def _merged(sparse: list[tuple[slice, torch.Tensor, torch.Tensor]]
