@@ -10,6 +10,10 @@ hand-written tensor (two voxels, three classes), following the formulas of refer
 - negative Dice = ``-mean_{k>=1}(w_k DSC_k)`` (background dropped by default), smooth 1;
 - CE + Dice = weighted CE + negative Dice (factor 1 each, summed);
 - hard Dice per class with smooth 1e-8: 0.5 for a class empty in both, ~0 for a missed class.
+
+The step's fast paths are checked against these primitives: ``class_argmax`` against
+``torch.max`` (ties, NaN), ``class_histogram`` against ``bincount``, and the fused
+``softmax_losses`` against the weighted CE and negative Dice (values and gradients).
 """
 
 from __future__ import annotations
@@ -19,8 +23,18 @@ import math
 import pytest
 import torch
 
+from dhcbench.methods.fused_losses import (
+    Term,
+    composed_term,
+    loss_terms,
+    softmax_losses,
+    weighted_sum,
+)
 from dhcbench.methods.losses import (
     ce_plus_dice,
+    class_argmax,
+    class_histogram,
+    hard_dice_of_labels,
     hard_dice_per_class,
     masked_ce,
     negative_dice,
@@ -182,3 +196,132 @@ def test_hard_dice_per_class_equals_one_hot_computation() -> None:
     got = hard_dice_per_class(logits, target)
     assert got.shape == (5,)
     assert got.tolist() == pytest.approx(expected.tolist(), rel=1e-6)
+
+
+# -- the step's fast paths: argmax, histograms, the fused softmax losses ----------------------
+
+
+@pytest.mark.parametrize("dim", [0, 1, 2])
+def test_class_argmax_equals_torch_max_with_ties_and_nan(dim: int) -> None:
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 4, (3, 5, 4, 6), generator=g).float()  # many ties
+    assert torch.equal(class_argmax(scores, dim), torch.max(scores, dim).indices)
+    scores[1, 2, 3, 4] = float("nan")
+    scores[0, 0, 0, 0] = float("-inf")
+    assert torch.equal(class_argmax(scores, dim), torch.max(scores, dim).indices)
+    wide = torch.randn(2, 300, 3, generator=g)  # more classes than uint8 indices
+    assert torch.equal(class_argmax(wide, 1), torch.max(wide, 1).indices)
+    last = torch.randn(2, 3, 5, 7, 4, generator=g).contiguous(
+        memory_format=torch.channels_last_3d)
+    assert torch.equal(class_argmax(last), torch.max(last, 1).indices)
+
+
+def test_class_histogram_counts_and_sums_like_bincount() -> None:
+    g = torch.Generator().manual_seed(1)
+    labels = torch.randint(0, 6, (2, 3, 4, 5), generator=g)
+    labels[labels == 4] = 0  # an empty class
+    weights = torch.rand(2, 3, 4, 5, generator=g, dtype=torch.float64)
+    counts = class_histogram(labels, 7)
+    assert counts.dtype == torch.int64
+    assert torch.equal(counts, torch.bincount(labels.reshape(-1), minlength=7))
+    sums = class_histogram(labels, 7, weights)
+    expected = torch.bincount(labels.reshape(-1), weights.reshape(-1), minlength=7)
+    assert sums.dtype == torch.float64
+    assert torch.allclose(sums, expected, rtol=1e-12, atol=0)
+
+
+def test_hard_dice_of_labels_is_hard_dice_per_class_of_the_argmax() -> None:
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(2, 5, 3, 4, 5, generator=g)
+    target = torch.randint(0, 5, (2, 3, 4, 5), generator=g)
+    got = hard_dice_of_labels(logits.argmax(1), target, 5)
+    assert torch.equal(got, hard_dice_per_class(logits, target))
+
+
+def _terms(k: int, b: int, g: torch.Generator) -> tuple[Term, ...]:
+    """Every kind of term: weighted and not, labeled half, all samples, a later start."""
+    y = torch.randint(0, k, (2, 3, 4, 5), generator=g)
+    t = torch.randint(0, k, (b, 3, 4, 5), generator=g)
+    w = torch.rand(k, generator=g) * k
+    return (Term("ce", y, w), Term("dice", y, w), Term("ce", t, w), Term("dice", t, None),
+            Term("ce", t[1:], None, start=1), Term("dice", y[1:], w, start=1, smooth=1e-8))
+
+
+@pytest.mark.parametrize("k", [3, 14])
+def test_softmax_losses_equal_the_primitives_with_their_gradients(k: int) -> None:
+    g = torch.Generator().manual_seed(k)
+    logits = (3.0 * torch.randn(4, k, 3, 4, 5, generator=g)).requires_grad_()
+    terms = _terms(k, 4, g)
+    factors = torch.rand(len(terms), generator=g) + 0.1
+    fused = softmax_losses(logits, terms)
+    (grad_fused,) = torch.autograd.grad((factors * fused).sum(), logits)
+    reference = torch.stack([composed_term(logits, t) for t in terms])
+    (grad_ref,) = torch.autograd.grad((factors * reference).sum(), logits)
+    assert torch.allclose(fused, reference, rtol=1e-6, atol=0)  # float32 rounding
+    assert torch.allclose(grad_fused, grad_ref, rtol=1e-4, atol=1e-7 * grad_ref.abs().max())
+
+
+def test_softmax_losses_ce_does_not_underflow() -> None:
+    """Log-probabilities far below float32's range of exp: finite, as log_softmax gives."""
+    logits = torch.tensor([[0.0, 200.0, -150.0], [300.0, 0.0, 1.0]]).T.reshape(1, 3, 1, 1, 2)
+    target = torch.tensor([[[[2, 1]]]])
+    values = softmax_losses(logits, (Term("ce", target),))
+    expected = composed_term(logits, Term("ce", target))
+    assert values[0].item() == pytest.approx(expected.item(), rel=1e-6)
+    assert values[0].item() == pytest.approx((350.0 + 300.0) / 2, rel=1e-6)
+
+
+def test_softmax_losses_zero_weights_and_dtypes() -> None:
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 3, 2, 2, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    target = torch.zeros(2, 2, 2, 2, dtype=torch.long)  # background only ...
+    w = torch.tensor([0.0, 1.0, 2.0])  # ... which weighs 0 (DistDW): the CE term is 0
+    values = softmax_losses(logits, (Term("ce", target, w), Term("dice", target, w)))
+    assert values.dtype == torch.float32 and values[0].item() == 0.0
+    values.sum().backward()
+    assert logits.grad is not None and logits.grad.dtype == torch.float64
+    assert torch.isfinite(logits.grad).all()
+    expected = composed_term(logits, Term("dice", target, w))
+    assert values[1].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_loss_terms_spell_each_configured_loss() -> None:
+    y = torch.zeros(1, 2, 2, 2, dtype=torch.long)
+    spelled = {name: [(f, t.kind, t.smooth) for f, t in loss_terms(name, y, None)]
+               for name in ("w_ce+dice", "wce", "(ce+dice)/2", "ce+dice")}
+    assert spelled == {"w_ce+dice": [(1.0, "ce", 1.0), (1.0, "dice", 1.0)],
+                       "wce": [(1.0, "ce", 1.0)],
+                       "(ce+dice)/2": [(0.5, "ce", 1.0), (0.5, "dice", 1e-8)],
+                       "ce+dice": [(0.5, "ce", 1.0), (0.5, "dice", 1.0)]}
+    a, b = torch.tensor(0.3), torch.tensor(-0.7)
+    assert torch.equal(weighted_sum([(0.5, a), (0.5, b)]), 0.5 * (a + b))
+
+
+def _scratch_gradient(seed: int, target: torch.Tensor) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(4, 3, 2, 2, 2, generator=g).requires_grad_()
+    (grad,) = torch.autograd.grad(softmax_losses(logits, (Term("ce", target),)).sum(), logits)
+    return grad
+
+
+def test_softmax_losses_reuse_memory_only_when_nothing_holds_it() -> None:
+    """The CPU buffer of one step serves the next, never one whose gradient is still held."""
+    target = torch.randint(0, 3, (4, 2, 2, 2), generator=torch.Generator().manual_seed(0))
+    first = _scratch_gradient(0, target)
+    address = first.data_ptr()
+    del first
+    again = _scratch_gradient(1, target)
+    assert again.data_ptr() == address  # released: reused, no fresh pages
+    kept = again.clone()
+    part = again.view(-1)[:4]  # a view alone keeps the memory too
+    assert _scratch_gradient(2, target).data_ptr() != address
+    del again
+    assert _scratch_gradient(3, target).data_ptr() != address
+    assert torch.equal(part, kept.view(-1)[:4])
+    del part
+    assert _scratch_gradient(4, target).data_ptr() == address
+    # Two graphs alive at once (the two branches of a step) get two buffers.
+    a, b = (torch.randn(4, 3, 2, 2, 2).requires_grad_() for _ in range(2))
+    (softmax_losses(a, (Term("ce", target),)).sum()
+     + softmax_losses(b, (Term("ce", target),)).sum()).backward()
+    assert a.grad is not None and b.grad is not None and a.grad.data_ptr() != b.grad.data_ptr()

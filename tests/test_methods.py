@@ -1,13 +1,21 @@
 """Every registered method (parametrised over the registry, so a new entry is tested for
 free): two training steps on a tiny batch give a finite loss and a gradient on every
 trainable parameter (except documented quirks); predict keeps the spatial shape; the state
-round-trips; EMA teachers move only in ``after_optimizer_step``."""
+round-trips; EMA teachers move only in ``after_optimizer_step``. The co-training step's
+fused losses equal the composed ones (values and gradients), and DHC's step takes one
+argmax per branch and no ``bincount``."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+import dhcbench.methods.cotraining as cotraining
+import dhcbench.methods.losses as losses
+import dhcbench.methods.pseudo.base as pseudo_base
+import dhcbench.methods.pseudo.functional as pseudo_functional
+import dhcbench.methods.weighting.base as weighting_base
+import dhcbench.methods.weighting.functional as weighting_functional
 from dhcbench.errors import UserError
 from dhcbench.methods import METHODS
 from dhcbench.methods.base import (
@@ -17,6 +25,13 @@ from dhcbench.methods.base import (
     one_line,
     semi_supervised_output,
 )
+from dhcbench.methods.cotraining import (
+    SUP_LOSSES,
+    learner_losses,
+    supervised_loss,
+    unsupervised_loss,
+)
+from dhcbench.methods.pseudo import PseudoTargets
 
 K = 14
 CTX = SetupContext(num_unlabeled=16, iterations_per_epoch=2)
@@ -213,3 +228,56 @@ def test_registry_prose_is_stored_on_one_line() -> None:
     for key, info in METHODS.items():
         for text in (info.paper, info.description):
             assert text == one_line(text), key
+
+
+# -- the co-training step's fused losses and shared argmax ------------------------------------
+
+
+def _pseudo_targets(z: torch.Tensor, masked: bool) -> PseudoTargets:
+    g = torch.Generator().manual_seed(7)
+    target = torch.randint(0, K, (z.shape[0], *z.shape[2:]), generator=g)
+    mask = torch.rand(target.shape, generator=g) if masked else None
+    return PseudoTargets(target, mask, weight=torch.rand(K, generator=g) * K)
+
+
+@pytest.mark.parametrize("sup", SUP_LOSSES)
+@pytest.mark.parametrize(("unsup", "masked"), [("wce", False), ("ce+dice", False),
+                                               ("wce", True)])
+def test_learner_losses_equal_the_composed_losses(sup: str, unsup: str, masked: bool) -> None:
+    g = torch.Generator().manual_seed(3)
+    z = (2.0 * torch.randn(4, K, 3, 4, 5, generator=g)).requires_grad_()
+    y = torch.randint(0, K, (2, 3, 4, 5), generator=g)
+    w = torch.rand(K, generator=g) * K
+    targets = _pseudo_targets(z, masked)
+    s, u = learner_losses(sup, unsup, z, y, w, targets)
+    (grad,) = torch.autograd.grad(s + 0.1 * u, z)
+    s_ref = supervised_loss(sup, z[:2], y, w)
+    u_ref = unsupervised_loss(unsup, z, targets)
+    (grad_ref,) = torch.autograd.grad(s_ref + 0.1 * u_ref, z)
+    assert s.item() == pytest.approx(s_ref.item(), rel=1e-6)
+    assert u.item() == pytest.approx(u_ref.item(), rel=1e-6)
+    assert torch.allclose(grad, grad_ref, rtol=1e-4, atol=1e-7 * grad_ref.abs().max())
+
+
+def test_the_dhc_step_takes_one_argmax_per_branch_and_no_bincount(monkeypatch) -> None:  # noqa: ANN001
+    """Weighting and pseudo-labels share the step's argmax; counts stay on the device."""
+    calls = []
+
+    def counted(scores: torch.Tensor, dim: int = 1) -> torch.Tensor:
+        calls.append(tuple(scores.shape))
+        return torch.max(scores, dim).indices
+
+    def no_bincount(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("torch.bincount reads its size back to the host on a GPU")
+
+    for module in (cotraining, losses, weighting_base, weighting_functional, pseudo_base,
+                   pseudo_functional):
+        monkeypatch.setattr(module, "class_argmax", counted)
+    monkeypatch.setattr(torch, "bincount", no_bincount)
+    for key in ("dhc", "cps"):
+        calls.clear()
+        method = build(key)
+        method.train()
+        out, _ = step(method, 0)
+        out.loss.backward()
+        assert calls == [(4, K, 16, 16, 32)] * 2, key

@@ -6,6 +6,8 @@ and both variants, so a new labeler is tested for free):
   ``mask`` float in [0, 1] of the same shape, ``(K,)`` class weights, logit factors that
   broadcast to the logits, soft targets that are distributions, scalar or ``(K,)`` logs;
   the co-training step's loss on them is finite and has a finite gradient;
+- the argmax the co-training step computes once per learner (``PseudoInput.argmax``) gives
+  the same targets as the labeler's own;
 - the state round-trips: ``state_dict`` -> a fresh instance -> identical next outputs, and
   the exported state is a copy; a move to the CPU keeps the state and the outputs;
 - registration: a labeler decorated in this file joins a (throw-away) registry and is
@@ -144,6 +146,31 @@ def test_targets_shapes_dtypes_and_a_finite_loss(key: str, variant: str) -> None
                 loss.backward()
                 assert z.grad is not None and torch.isfinite(z.grad).all()
                 assert not z.grad[: t.start].any()  # samples outside the targets: no gradient
+
+
+@pytest.mark.parametrize(("key", "variant"), CASES)
+def test_the_steps_argmax_gives_the_same_targets(key: str, variant: str) -> None:
+    """The co-training step passes each learner's argmax once; the targets do not change."""
+    a, b = _labeler(key, variant), _labeler(key, variant)
+    for seed in range(3):
+        inp = _input(a.topology, seed)
+        shared = PseudoInput(**{**inp.__dict__, "argmax": {
+            k: torch.max(z, 1).indices for k, z in inp.logits.items()}})
+        assert all(torch.equal(shared.argmax_of(k), inp.argmax_of(k)) for k in inp.logits)
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            plain = a.targets(inp)
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            assert _same(b.targets(shared), plain)
+
+
+def test_argmax_of_reads_the_given_argmax() -> None:
+    inp = _input("cross", 0)
+    given = torch.zeros(2 * N_L, *SPATIAL, dtype=torch.long)
+    shared = PseudoInput(**{**inp.__dict__, "argmax": {"a": given}})
+    assert shared.argmax_of("a") is given
+    assert torch.equal(shared.argmax_of("b"), inp.logits["b"].argmax(1))
 
 
 @pytest.mark.parametrize(("key", "variant"), CASES)

@@ -670,3 +670,55 @@ def test_invalid_variant_and_num_classes() -> None:
         DistDW(3, variant="nope")
     with pytest.raises(ValueError):
         SimiS(1)
+
+
+# --------------------------------------------------------------------------------------------
+# observe: the co-training step's entry, with the argmax it computed once per branch
+# --------------------------------------------------------------------------------------------
+
+
+COUNTING = ("crest", "diffdw", "distdw", "simis")
+
+
+@pytest.mark.parametrize("key", sorted(WEIGHTINGS))
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_observe_with_the_steps_argmax_equals_update(key: str, variant: str) -> None:
+    g = torch.Generator().manual_seed(0)
+    k = 5
+    counts = torch.tensor([400, 30, 20, 10, 5])
+    by_update, by_observe = WEIGHTINGS.get(key)(k, variant=variant), WEIGHTINGS.get(key)(
+        k, variant=variant)
+    by_update.reset(counts)
+    by_observe.reset(counts)
+    for _ in range(3):
+        z = torch.randn(4, k, 3, 4, 5, generator=g)
+        y = torch.randint(0, k, (2, 3, 4, 5), generator=g)
+        expected = by_update.update(logits_l=z[:2], labels_l=y, logits_u=z[2:])
+        pred = z.argmax(1)
+        # The strategies that count argmaxes read the given ones only: NaN logits show it.
+        shown = torch.full_like(z, float("nan")) if key in COUNTING else z
+        got = by_observe.observe(logits_l=shown[:2], labels_l=y, logits_u=shown[2:],
+                                 argmax_l=pred[:2], argmax_u=pred[2:])
+        assert torch.equal(got, expected)
+    for name in by_update.state_names:
+        assert torch.equal(getattr(by_update, name), getattr(by_observe, name))
+
+
+def test_observe_falls_back_to_update_for_a_strategy_that_only_has_update() -> None:
+    class OnlyUpdate(WeightingStrategy):
+        title = "OnlyUpdate"
+
+        def reset(self, labeled_counts: torch.Tensor) -> torch.Tensor:
+            self.weights = torch.ones(self.num_classes, dtype=torch.float64)
+            return self.current()
+
+        def update(self, logits_l=None, labels_l=None, logits_u=None) -> torch.Tensor:  # noqa: ANN001
+            self.weights = self.weights + logits_u.mean().double()
+            return self.current()
+
+    s = OnlyUpdate(3)
+    s.reset(torch.ones(3))
+    z = torch.ones(2, 3, 2, 2, 2)
+    got = s.observe(logits_l=None, labels_l=None, logits_u=z, argmax_l=None,
+                    argmax_u=torch.zeros(2, 2, 2, 2, dtype=torch.long))
+    assert torch.equal(got, torch.full((3,), 2.0))

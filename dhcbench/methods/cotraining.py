@@ -23,7 +23,8 @@ import torch
 
 from dhcbench.interfaces import Batch, SetupContext, StepContext, StepOutput
 from dhcbench.methods.base import Method, semi_supervised_output
-from dhcbench.methods.losses import ce_plus_dice, masked_ce, negative_dice, weighted_ce
+from dhcbench.methods.fused_losses import composed_term, loss_terms, softmax_losses, weighted_sum
+from dhcbench.methods.losses import class_argmax, masked_ce
 from dhcbench.methods.networks import INITIALISERS, VNet
 from dhcbench.methods.pseudo import PSEUDO_LABELERS, TOPOLOGIES, PseudoInput, PseudoTargets
 from dhcbench.methods.weighting import WEIGHTINGS, WeightingStrategy
@@ -49,22 +50,25 @@ def supervised_loss(name: str, logits: torch.Tensor, labels: torch.Tensor,
                     weight: torch.Tensor | None) -> torch.Tensor:
     """The supervised loss ``name`` (0-d float32) of logits on their labels.
 
-    ``w_ce+dice``: weighted CE + weighted negative soft Dice (the reference's default);
-    ``wce``: weighted CE only (the DHC paper's Eq. 1); ``(ce+dice)/2``: UA-MT's, the mean of
-    the two with Dice smooth 1e-8.
+    By the loss primitives (the step itself uses the fused
+    :func:`~dhcbench.methods.fused_losses.softmax_losses`, equal up to rounding).
 
     Args:
-        name: one of :data:`SUP_LOSSES`.
+        name: one of :data:`SUP_LOSSES` (see :func:`loss_terms`).
         logits: (B_l, K, D, H, W) float logits of the labeled patches.
         labels: (B_l, D, H, W) int64 ground truth.
         weight: (K,) float class weights, or None (unweighted).
     """
-    if name == "w_ce+dice":
-        return ce_plus_dice(logits, labels, weight)
-    if name == "(ce+dice)/2":
-        return 0.5 * (weighted_ce(logits, labels, weight)
-                      + negative_dice(logits, labels, weight, smooth=1e-8))
-    return weighted_ce(logits, labels, weight)
+    return weighted_sum((f, composed_term(logits, t)) for f, t in loss_terms(name, labels, weight))
+
+
+def plain_hard(targets: PseudoTargets) -> bool:
+    """Whether ``targets`` are hard labels learned without mask, logit change or soft target.
+
+    Those the step learns through the fused loss terms of the configured loss.
+    """
+    return (targets.soft is None and targets.mask is None and targets.logit_scale is None
+            and targets.logit_shift is None)
 
 
 def unsupervised_loss(name: str, logits: torch.Tensor, targets: PseudoTargets) -> torch.Tensor:
@@ -82,6 +86,9 @@ def unsupervised_loss(name: str, logits: torch.Tensor, targets: PseudoTargets) -
       paper's Eq. 2, (weighted CE + weighted negative soft Dice) / 2 (1 - Dice up to a
       constant, so the same gradients).
     """
+    if plain_hard(targets):
+        return weighted_sum((f, composed_term(logits, t)) for f, t in loss_terms(
+            name, targets.target, targets.weight, targets.start))
     z = logits[targets.start:] if targets.start else logits
     if targets.logit_scale is not None:
         z = z.float() * targets.logit_scale
@@ -92,12 +99,29 @@ def unsupervised_loss(name: str, logits: torch.Tensor, targets: PseudoTargets) -
         mask = (torch.ones_like(diff[:, :1]) if targets.mask is None
                 else targets.mask[:, None].float())
         return (mask * diff).sum() / (2.0 * mask.sum() + 1e-16)
-    if targets.mask is not None:
-        return masked_ce(z, targets.target, targets.mask, targets.weight)
-    if name == "wce":
-        return weighted_ce(z, targets.target, targets.weight)
-    return 0.5 * (weighted_ce(z, targets.target, targets.weight)
-                  + negative_dice(z, targets.target, targets.weight))
+    return masked_ce(z, targets.target, targets.mask, targets.weight)
+
+
+def learner_losses(sup_loss: str, unsup_loss: str, logits: torch.Tensor, labels: torch.Tensor,
+                   weight: torch.Tensor | None, targets: PseudoTargets
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One learner's supervised and unsupervised loss (0-d float32 each), as in the step.
+
+    The supervised terms on the first ``len(labels)`` samples and, for :func:`plain_hard`
+    targets, the unsupervised ones go through one fused
+    :func:`~dhcbench.methods.fused_losses.softmax_losses` call (one softmax, one gradient for
+    all); other targets through :func:`unsupervised_loss`, the supervised terms then on the
+    labeled samples' logits only.
+    """
+    sup = loss_terms(sup_loss, labels, weight)
+    if not plain_hard(targets):  # the labeled samples' softmax only
+        values = softmax_losses(logits[:len(labels)], tuple(t for _, t in sup))
+        return (weighted_sum((f, values[i]) for i, (f, _) in enumerate(sup)),
+                unsupervised_loss(unsup_loss, logits, targets))
+    unsup = loss_terms(unsup_loss, targets.target, targets.weight, targets.start)
+    values = softmax_losses(logits, tuple(t for _, t in sup + unsup))
+    return (weighted_sum((f, values[i]) for i, (f, _) in enumerate(sup)),
+            weighted_sum((f, values[len(sup) + i]) for i, (f, _) in enumerate(unsup)))
 
 
 class CoTraining(Method):
@@ -203,22 +227,23 @@ class CoTraining(Method):
         x = batch.images()
         logits = {key: self.networks[key](x) for key in self.learners}
         with torch.no_grad():
+            # One argmax per learner, shared by its weighting strategy and the labeler.
+            argmax = {key: class_argmax(z) for key, z in logits.items()}
             weights = {
-                key: self.strategies[key].update(
-                    logits_l=z[:n_l].detach(), labels_l=y, logits_u=z[n_l:].detach()
+                key: self.strategies[key].observe(
+                    logits_l=z[:n_l].detach(), labels_l=y, logits_u=z[n_l:].detach(),
+                    argmax_l=argmax[key][:n_l], argmax_u=argmax[key][n_l:],
                 ) if key in self.strategies else None
                 for key, z in logits.items()
             }
             targets = self.pseudo.targets(PseudoInput(
                 logits=logits, n_l=n_l, labels_l=y, weights=weights, image_u=batch.image_u,
                 teacher=self.networks["teacher"] if self.topology == "mean_teacher" else None,
-                ctx=ctx))
-        sup: torch.Tensor = sum(  # type: ignore[assignment]
-            supervised_loss(self.sup_loss, z[:n_l], y, weights[k]) for k, z in logits.items()
-        )
-        unsup: torch.Tensor = sum(  # type: ignore[assignment]
-            unsupervised_loss(self.unsup_loss, z, targets[k]) for k, z in logits.items()
-        )
+                ctx=ctx, argmax=argmax))
+        losses = [learner_losses(self.sup_loss, self.unsup_loss, z, y, weights[k], targets[k])
+                  for k, z in logits.items()]
+        sup: torch.Tensor = sum(s for s, _ in losses)  # type: ignore[assignment]
+        unsup: torch.Tensor = sum(u for _, u in losses)  # type: ignore[assignment]
         out = semi_supervised_output(sup, unsup, ctx)
         out.vectors.update({f"weight_{k}": w.detach() for k, w in weights.items()
                             if w is not None})

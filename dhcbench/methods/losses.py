@@ -72,10 +72,38 @@ def class_argmax(scores: torch.Tensor, dim: int = 1) -> torch.Tensor:
     """Index of the largest score along the class axis (first one on ties), long.
 
     ``(B, K, D, H, W)`` scores give ``(B, D, H, W)`` int64 labels (any axis ``dim``). Same
-    result as ``scores.argmax(dim)``; ``torch.max(...).indices`` is several times faster
-    on CPU for a reduction over a non-innermost axis of 5D tensors.
+    result as ``scores.argmax(dim)``, NaN included. On the CPU a reduction over a
+    non-innermost axis is done as ``amax``, a comparison and a ``uint8`` max of reversed class
+    indices (about 3× faster than ``torch.max(...).indices``, ten times faster than
+    ``argmax``); scores holding a NaN fall back to ``torch.max``.
     """
-    return torch.max(scores, dim).indices
+    k = scores.shape[dim]
+    if (scores.device.type != "cpu" or not scores.is_floating_point() or k > 255
+            or scores.stride(dim) == 1 or scores.numel() == 0):
+        return torch.max(scores, dim).indices
+    top = scores.amax(dim, keepdim=True)
+    shape = [1] * scores.ndim
+    shape[dim] = k
+    reversed_index = torch.arange(k, 0, -1, dtype=torch.uint8).view(shape)
+    # ``>=`` the maximum is ``==`` it (and a little faster); a NaN matches nothing.
+    first = (scores >= top).view(torch.uint8).mul_(reversed_index).amax(dim)
+    if not bool(first.all()):  # a NaN somewhere: torch.max returns its index
+        return torch.max(scores, dim).indices
+    return first.long().neg_().add_(k)
+
+
+def class_histogram(
+    labels: torch.Tensor, num_classes: int, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Voxels per class (K,) int64 of ``labels`` (any shape, int64 in [0, K)), on their device.
+
+    With ``weights`` (``labels``' shape) their sums per class instead, in the weights'
+    dtype. A ``scatter_add_``, not ``bincount``: no read-back to the host on an accelerator.
+    """
+    flat = labels.reshape(-1)
+    src = torch.ones_like(flat) if weights is None else weights.reshape(-1)
+    return torch.zeros(num_classes, dtype=src.dtype, device=flat.device).scatter_add_(
+        0, flat, src)
 
 
 def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -130,11 +158,19 @@ def hard_dice_per_class(
     and labels scores 0.5. ``logits`` (B, K, D, H, W), ``target`` (B, D, H, W) int64;
     returns (K,) float32.
     """
-    k = logits.shape[1]
-    pred = class_argmax(logits).reshape(-1)
-    gt = target.reshape(-1)
+    return hard_dice_of_labels(class_argmax(logits), target, logits.shape[1], smooth)
+
+
+def hard_dice_of_labels(
+    pred: torch.Tensor, target: torch.Tensor, num_classes: int, smooth: float = 1e-8
+) -> torch.Tensor:
+    """:func:`hard_dice_per_class` from the predicted labels ``pred`` (``target``'s shape).
+
+    For a caller that has the argmax already; (K,) float32, on the labels' device.
+    """
+    k = num_classes
     # Counting instead of one-hot products: same numbers, no (B, K, D, H, W) temporaries.
-    tp = torch.bincount(gt[pred == gt], minlength=k).float()
-    fp = torch.bincount(pred, minlength=k).float() - tp
-    fn = torch.bincount(gt, minlength=k).float() - tp
+    tp = class_histogram(target, k, (pred == target).long()).float()
+    fp = class_histogram(pred, k).float() - tp
+    fn = class_histogram(target, k).float() - tp
     return (2.0 * tp + smooth) / (2.0 * tp + fp + fn + smooth + 1e-8)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from dhcbench.interfaces import SetupContext
-from dhcbench.methods.losses import class_argmax
 from dhcbench.methods.pseudo.base import (
     OTHER,
     PseudoInput,
@@ -54,7 +53,7 @@ class Adsh(PseudoLabeler):
         for k, z in inp.logits.items():
             probs = torch.softmax(z.float(), dim=1)
             thr = self.thresholds[k].to(z.device).view(1, -1, *([1] * (z.ndim - 2)))
-            masks[k], pseudo[k] = (probs > thr).float(), class_argmax(z)
+            masks[k], pseudo[k] = (probs > thr).float(), inp.argmax_of(k)
             added = bank_counts(probs[inp.n_l:], self.major_threshold, self.bins)
             for store, add in zip(stores, added, strict=True):
                 store[k] = store[k] + add

@@ -26,6 +26,7 @@ from typing import Any, ClassVar, TypeVar
 import torch
 
 from dhcbench.interfaces import SetupContext, StepContext
+from dhcbench.methods.losses import class_argmax
 from dhcbench.registry import Registry
 
 #: The branch each branch of the cross topology learns from.
@@ -42,7 +43,8 @@ class PseudoInput:
     truth); ``weights``: each learner's class weights ``(K,)`` float32 from its weighting
     strategy, None when it has none; ``teacher``, ``image_u`` ``(B_u, C, D, H, W)`` and
     ``ctx``: the EMA teacher, the unlabeled images and the step context (mean-teacher
-    topology).
+    topology); ``argmax``: each learner's ``class_argmax`` of its logits ``(B, D, H, W)``
+    int64, computed once by the step and shared (read it through :meth:`argmax_of`).
     """
 
     logits: dict[str, torch.Tensor]
@@ -52,6 +54,12 @@ class PseudoInput:
     teacher: Callable[[torch.Tensor], torch.Tensor] | None = None
     image_u: torch.Tensor | None = None
     ctx: StepContext | None = None
+    argmax: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def argmax_of(self, key: str) -> torch.Tensor:
+        """Learner ``key``'s argmax (B, D, H, W) int64: the step's, or computed here."""
+        found = self.argmax.get(key)
+        return class_argmax(self.logits[key]) if found is None else found
 
 
 @dataclass(frozen=True)

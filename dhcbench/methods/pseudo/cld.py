@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from dhcbench.methods.losses import class_argmax
 from dhcbench.methods.pseudo.base import (
     OTHER,
     PseudoInput,
@@ -54,7 +53,7 @@ class CLD(PseudoLabeler):
             added = true_class_sums(z[:inp.n_l], inp.labels_l, self.num_classes)
             for store, add in zip((self.sums, self.counts), added, strict=True):
                 store[b] = store[b].to(z.device) + add
-            pseudo[b] = class_argmax(z)
+            pseudo[b] = inp.argmax_of(b)
             rate = self.sampling_rate(b).to(z.device)
             masks[b] = (torch.rand(pseudo[b].shape, device=z.device) < rate[pseudo[b]]).float()
         self.steps = self.steps + 1

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from dhcbench.methods.losses import class_argmax, one_hot
+from dhcbench.methods.losses import class_argmax, class_histogram, one_hot
 from dhcbench.schedules import schedule_time, sigmoid_rampup
 
 
@@ -29,8 +29,8 @@ def bank_counts(probs: torch.Tensor, major_threshold: float, bins: int
     conf = flat.gather(1, pred[:, None])[:, 0] > major_threshold
     idx = (flat * bins).long().clamp_(0, bins - 1)
     offsets = torch.arange(k, device=flat.device) * bins
-    hist = torch.bincount((idx + offsets).reshape(-1), minlength=k * bins).view(k, bins)
-    return torch.bincount(pred, minlength=k), torch.bincount(pred[conf], minlength=k), hist
+    hist = class_histogram(idx + offsets, k * bins).view(k, bins)
+    return class_histogram(pred, k), class_histogram(pred, k, conf.long()), hist
 
 
 def rank_thresholds(pred_counts: torch.Tensor, confident: torch.Tensor, hist: torch.Tensor

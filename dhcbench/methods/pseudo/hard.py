@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dhcbench.methods.losses import class_argmax
 from dhcbench.methods.pseudo.base import (
     OTHER,
     PseudoInput,
@@ -21,6 +20,6 @@ class HardLabels(PseudoLabeler):
 
     def targets(self, inp: PseudoInput) -> dict[str, PseudoTargets]:
         """The other branch's argmax (B, D, H, W) int64, unmasked, with this one's weights."""
-        pseudo = {k: class_argmax(z) for k, z in inp.logits.items()}
+        pseudo = {k: inp.argmax_of(k) for k in inp.logits}
         return {k: PseudoTargets(pseudo[OTHER[k]], weight=inp.weights.get(k))
                 for k in inp.logits}

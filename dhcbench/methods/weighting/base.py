@@ -13,8 +13,9 @@ Every strategy maps what a branch sees in one iteration to a class-weight vector
 §7.2, §8.8, §8.9), including its ×K scaling and EMA forms; ``variant="paper"`` follows the
 DHC paper's Eq. 3–5 where they differ (reference §12 items 3–9). Strategies keep their state
 as the tensors named in ``state_names`` and export it through ``state_dict`` so a resumed
-run continues exactly. All histograms are computed on the logits' device with ``bincount``
-(no host round-trip).
+run continues exactly. All histograms are computed on the logits' device with
+``scatter_add_`` (no host round-trip); the co-training step calls :meth:`observe`, passing
+the argmax it computes once per branch for every consumer.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import ClassVar, TypeVar
 
 import torch
 
+from dhcbench.methods.losses import class_argmax
 from dhcbench.methods.weighting.functional import ema
 from dhcbench.registry import Registry
 
@@ -87,6 +89,31 @@ class WeightingStrategy:
             This iteration's weights, (K,) float32 on the logits' device.
         """
         raise NotImplementedError
+
+    def observe(
+        self,
+        *,
+        logits_l: torch.Tensor | None = None,
+        labels_l: torch.Tensor | None = None,
+        logits_u: torch.Tensor | None = None,
+        argmax_l: torch.Tensor | None = None,
+        argmax_u: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """:meth:`update` as the co-training step calls it, with the argmaxes it has already.
+
+        ``argmax_l`` and ``argmax_u`` are ``class_argmax`` of ``logits_l`` and ``logits_u``,
+        (B, D, H, W) int64: a strategy that counts argmaxes overrides this method to use them
+        rather than compute its own. The default ignores them and calls :meth:`update`.
+        """
+        del argmax_l, argmax_u
+        return self.update(logits_l=logits_l, labels_l=labels_l, logits_u=logits_u)
+
+    @staticmethod
+    def _argmax(logits: torch.Tensor | None, argmax: torch.Tensor | None) -> torch.Tensor | None:
+        """``argmax`` when given, else ``class_argmax(logits)`` (None when neither is)."""
+        if argmax is not None or logits is None:
+            return argmax
+        return class_argmax(logits)
 
     def _require(self, what: str, *tensors: torch.Tensor | None) -> None:
         """Raise ``ValueError("<Class>.update needs <what>")`` if any of ``tensors`` is None."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from dhcbench.methods.losses import class_histogram
 from dhcbench.methods.weighting.base import EMAWeighting, weighting
-from dhcbench.methods.weighting.functional import argmax_histogram, crest_weights
+from dhcbench.methods.weighting.functional import crest_weights
 
 
 @weighting("crest")
@@ -37,5 +38,12 @@ class CReST(EMAWeighting):
 
         ``logits_l`` and ``labels_l`` are ignored; returns (K,) float32.
         """
-        self._require("logits_u (the unlabeled half of the batch)", logits_u)
-        return self.smooth(crest_weights(argmax_histogram(logits_u), self.power))
+        return self.observe(logits_u=logits_u)
+
+    def observe(self, *, logits_l=None, labels_l=None, logits_u=None,  # noqa: ANN001
+                argmax_l=None, argmax_u=None) -> torch.Tensor:
+        """:meth:`update` from ``argmax_u`` (B_u, D, H, W) when given; (K,) float32."""
+        argmax_u = self._argmax(logits_u, argmax_u)
+        self._require("logits_u (the unlabeled half of the batch)", argmax_u)
+        counts = class_histogram(argmax_u, self.num_classes).double()
+        return self.smooth(crest_weights(counts, self.power))

@@ -6,7 +6,7 @@ from functools import partial
 
 import torch
 
-from dhcbench.methods.losses import hard_dice_per_class
+from dhcbench.methods.losses import hard_dice_of_labels
 from dhcbench.methods.weighting.base import WeightingStrategy, weighting
 from dhcbench.methods.weighting.functional import EPS, diffdw_speed_terms, diffdw_weights, ema
 
@@ -42,8 +42,14 @@ class DiffDW(WeightingStrategy):
 
     def update(self, logits_l=None, labels_l=None, logits_u=None) -> torch.Tensor:  # noqa: ANN001
         """From ``logits_l`` (B_l, K, D, H, W) and ``labels_l`` (int64) only; (K,) float32."""
-        self._require("logits_l and labels_l (the labeled half)", logits_l, labels_l)
-        dice = hard_dice_per_class(logits_l, labels_l).double()
+        return self.observe(logits_l=logits_l, labels_l=labels_l)
+
+    def observe(self, *, logits_l=None, labels_l=None, logits_u=None,  # noqa: ANN001
+                argmax_l=None, argmax_u=None) -> torch.Tensor:
+        """:meth:`update` from ``argmax_l`` (B_l, D, H, W) when given; (K,) float32."""
+        argmax_l = self._argmax(logits_l, argmax_l)
+        self._require("logits_l and labels_l (the labeled half)", argmax_l, labels_l)
+        dice = hard_dice_of_labels(argmax_l, labels_l, self.num_classes).double()
         self.to(dice.device)
         learn, unlearn = diffdw_speed_terms(dice, self.last_dice, self.variant == "reference")
         self.last_dice = dice

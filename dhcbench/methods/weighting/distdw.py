@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from dhcbench.methods.losses import class_histogram
 from dhcbench.methods.weighting.base import EMAWeighting, weighting
-from dhcbench.methods.weighting.functional import argmax_histogram, distdw_weights
+from dhcbench.methods.weighting.functional import distdw_weights
 
 
 @weighting("distdw")
@@ -36,5 +37,11 @@ class DistDW(EMAWeighting):
 
         ``logits_l`` and ``labels_l`` are ignored; returns (K,) float32.
         """
-        self._require("logits_u (the unlabeled half of the batch)", logits_u)
-        return self.smooth(self._raw(argmax_histogram(logits_u)))
+        return self.observe(logits_u=logits_u)
+
+    def observe(self, *, logits_l=None, labels_l=None, logits_u=None,  # noqa: ANN001
+                argmax_l=None, argmax_u=None) -> torch.Tensor:
+        """:meth:`update` from ``argmax_u`` (B_u, D, H, W) when given; (K,) float32."""
+        argmax_u = self._argmax(logits_u, argmax_u)
+        self._require("logits_u (the unlabeled half of the batch)", argmax_u)
+        return self.smooth(self._raw(class_histogram(argmax_u, self.num_classes).double()))

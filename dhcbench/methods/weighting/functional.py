@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from dhcbench.methods.losses import class_argmax
+from dhcbench.methods.losses import class_argmax, class_histogram
 
 #: The epsilon of the reference code's count ratios and DiffDW's speed ratio.
 EPS = 1e-8
@@ -17,8 +17,7 @@ EPS = 1e-8
 
 def argmax_histogram(logits: torch.Tensor) -> torch.Tensor:
     """Voxel count per class (K,) float64 of ``argmax(logits, 1)``; background included."""
-    k = logits.shape[1]
-    return torch.bincount(class_argmax(logits).reshape(-1), minlength=k).double()
+    return class_histogram(class_argmax(logits), logits.shape[1]).double()
 
 
 def ema(average: torch.Tensor, value: torch.Tensor | float, momentum: float) -> torch.Tensor:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from dhcbench.methods.losses import class_histogram
 from dhcbench.methods.weighting.base import EMAWeighting, weighting
-from dhcbench.methods.weighting.functional import argmax_histogram, ema, simis_weights
+from dhcbench.methods.weighting.functional import ema, simis_weights
 
 
 @weighting("simis")
@@ -36,8 +37,14 @@ class SimiS(EMAWeighting):
         Either may be None (not both); each is (B, K, D, H, W). ``labels_l`` is ignored;
         returns (K,) float32.
         """
-        parts = [t for t in (logits_l, logits_u) if t is not None]
+        return self.observe(logits_l=logits_l, logits_u=logits_u)
+
+    def observe(self, *, logits_l=None, labels_l=None, logits_u=None,  # noqa: ANN001
+                argmax_l=None, argmax_u=None) -> torch.Tensor:
+        """:meth:`update` from ``argmax_l`` / ``argmax_u`` (B, D, H, W) where given."""
+        parts = [a for a in (self._argmax(logits_l, argmax_l), self._argmax(logits_u, argmax_u))
+                 if a is not None]
         if not parts:
             raise ValueError("SimiS.update needs logits_l and/or logits_u")
-        counts = sum(argmax_histogram(t) for t in parts)
+        counts = sum(class_histogram(a, self.num_classes).double() for a in parts)
         return self.smooth(simis_weights(counts))  # type: ignore[arg-type]
