@@ -377,6 +377,7 @@ def test_messages_name_the_setting_and_the_source(
         ([*RUN, "--set", "method.kwargs.beta=5"], "method.kwargs.beta must be a number in (0, 1)"),
         ([*RUN, "--set", "train.lr=.nan"], "train.lr must be a finite positive number"),
         ([*RUN, "--set", "train.unsup_weight=-1"], "train.unsup_weight (λ) must be"),
+        ([*RUN, "--set", "train.dropout=1"], "train.dropout must be in [0, 1), got 1.0"),
         ([*RUN, "--config", "c.yaml", "--set", "train.lr=0.01"],
          "c.yaml: train: expected a mapping of settings"),
         ([*TUNE, "--seed", "-3"], "--seed: a seed must be"),

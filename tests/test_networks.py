@@ -176,3 +176,27 @@ def test_stages_keep_the_reference_names_order_and_widths() -> None:
     assert [convs[f"dec{i}"][-1].out_channels for i in range(6, 10)] == [8 * f, 4 * f, 2 * f, f]
     assert [net.get_submodule(f"up{i}.0").in_channels for i in range(5, 9)] == [
         16 * f, 8 * f, 4 * f, 2 * f]
+
+
+
+def test_train_dropout_reaches_every_vnet_of_a_method_and_no_other_layer() -> None:
+    """``train.dropout`` sets both Dropout3d layers of each V-Net (DST's decoders share its
+    main network's); URPC's own decoder dropouts (0.5/0.3/0.2/0.1) keep their values."""
+    from dhcbench.benchmark.planning import build_method, resolve_specs
+    from dhcbench.datasets.base import DatasetSpec
+    from dhcbench.methods.networks import VNetDecoder
+
+    dspec = DatasetSpec("toy", ("background", "a", "b"), 1, (16, 16, 16), None, "toy")
+    layer = [{"train": {"dropout": 0.2, "base_filters": 2}}]
+    for name, vnets in (("dhc", 2), ("cps", 2), ("fully", 1), ("uamt", 2), ("dst", 2)):
+        (spec,) = resolve_specs(name, "phantom", 0.2, [0], layer)
+        modules = list(build_method(spec, dspec).networks.modules())
+        nets = [m for m in modules if isinstance(m, (VNet, VNetDecoder))]
+        assert len([m for m in nets if isinstance(m, VNet)]) == vnets, name
+        assert {m.dropout.p for m in nets} == {0.2}, name
+        assert {m.p for m in modules if isinstance(m, nn.Dropout3d)} == {0.2}, name
+    (spec,) = resolve_specs("urpc", "phantom", 0.2, [0], layer)
+    urpc = build_method(spec, dspec)
+    assert sorted(m.p for m in urpc.networks.modules()
+                  if isinstance(m, nn.Dropout3d)) == [0.1, 0.2, 0.3, 0.5]
+    assert VNet(1, 3, 2).dropout.p == 0.5  # the reference's, and train.dropout's default

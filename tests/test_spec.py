@@ -23,7 +23,7 @@ def test_defaults_follow_the_reference() -> None:
     t = spec.train
     assert (t.lr, t.momentum, t.weight_decay, t.nesterov) == (0.03, 0.9, 3e-5, True)
     assert (t.unsup_weight, t.batch_labeled, t.batch_unlabeled, t.eval_interval) == (0.1, 2, 2, 10)
-    assert (t.poly_power, t.base_filters, t.patience) == (0.9, 32, 100)
+    assert (t.poly_power, t.base_filters, t.patience, t.dropout) == (0.9, 32, 100, 0.5)
     assert spec.data.flip is False
 
 
@@ -33,7 +33,7 @@ def test_layers_override_in_order_and_phantom_preset_applies() -> None:
     assert spec.train.lr == 0.02
     # the phantom preset: 16 filters, 25 epochs of 20 iterations, poly(0.3), no early stop
     assert (spec.train.base_filters, spec.train.epochs, spec.train.iters_per_epoch) == (16, 24, 20)
-    assert spec.train.poly_power == 0.3
+    assert (spec.train.poly_power, spec.train.dropout) == (0.3, 0.2)
     assert spec.train.patience is None and spec.data.patch_size is None
     assert spec.method.name == "dhc" and spec.data.ratio == 0.2
 

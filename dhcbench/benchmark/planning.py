@@ -39,6 +39,7 @@ from dhcbench.errors import UserError
 from dhcbench.evaluation.inference import resolve_device
 from dhcbench.methods import METHODS
 from dhcbench.methods.base import Method
+from dhcbench.methods.networks import set_vnet_dropout
 
 
 @dataclass(frozen=True)
@@ -221,14 +222,17 @@ def checkpoint_dir(spec: RunSpec, run_id: str) -> Path:
 def build_method(spec: RunSpec, dspec: DatasetSpec) -> Method:
     """A fresh method instance for a spec and the dataset's geometry.
 
-    Its networks take the dataset's channels and classes and ``train.base_filters``; the
-    method's variant and keyword arguments are checked on the way (a UserError if bad).
+    Its networks take the dataset's channels and classes, ``train.base_filters`` and the
+    V-Nets' dropout ``train.dropout``; the method's variant and keyword arguments are
+    checked on the way (a UserError if bad).
     """
-    return METHODS.get(spec.method.name).build(
+    method = METHODS.get(spec.method.name).build(
         num_classes=dspec.num_classes, in_channels=dspec.channels,
         base_filters=spec.train.base_filters, variant=spec.method.variant,
         kwargs=spec.method.kwargs,
     )
+    set_vnet_dropout(method.networks, spec.train.dropout)
+    return method
 
 
 def check_method(spec: RunSpec) -> None:

@@ -79,8 +79,9 @@ class TrainSpec:
     SGD (momentum 0.9, Nesterov, weight decay 3e-5) per network, poly(0.9) LR and sigmoid
     ramp-up of λ per epoch, E+1 epochs, evaluation every ``eval_interval`` epochs, early
     stopping after ``patience`` epochs without improvement (None: never). ``iters_per_epoch``
-    None is the reference's ceil(N_unlabeled / batch). ``amp`` applies on CUDA only;
-    ``device`` auto picks CUDA when available.
+    None is the reference's ceil(N_unlabeled / batch). ``dropout`` is the probability of
+    the V-Nets' two Dropout3d layers (bottleneck and last decoder feature; the reference's
+    0.5, §4.1). ``amp`` applies on CUDA only; ``device`` auto picks CUDA when available.
     """
 
     epochs: int = 300
@@ -96,6 +97,7 @@ class TrainSpec:
     rampup: bool = True
     rampup_epochs: int | None = None
     base_filters: int = 32
+    dropout: float = 0.5
     amp: bool = True
     eval_interval: int = 10
     patience: int | None = 100

@@ -170,3 +170,18 @@ class VNetDecoder(nn.Module):
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         """Logits (B, K, D, H, W) from the encoder maps x1 … x5 of :meth:`VNet.encode`."""
         return self.head(self.dropout(_decode(self, feats)))
+
+
+def set_vnet_dropout(module: nn.Module, p: float) -> int:
+    """Set the Dropout3d probability of every V-Net (and V-Net decoder) inside ``module``.
+
+    The reference builds every V-Net with ``Dropout3d(0.5)`` (§4.1); ``train.dropout``
+    changes it for a run. Other networks' dropout layers (URPC's decoder) are left as they
+    are. Returns the number of V-Nets changed.
+    """
+    changed = 0
+    for sub in module.modules():
+        if isinstance(sub, (VNet, VNetDecoder)) and isinstance(sub.dropout, nn.Dropout3d):
+            sub.dropout.p = float(p)
+            changed += 1
+    return changed
