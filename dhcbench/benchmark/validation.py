@@ -32,15 +32,15 @@ def _check_train(t: TrainSpec) -> None:
             raise UserError(f"train.{name} must be positive, got {getattr(t, name)}")
     if not (math.isfinite(t.lr) and t.lr > 0):
         raise UserError(f"train.lr must be a finite positive number, got {t.lr}")
-    if not (math.isfinite(t.momentum) and 0.0 <= t.momentum < 1.0):
-        raise UserError(f"train.momentum must be in [0, 1), got {t.momentum}")
+    for name in ("momentum", "dropout"):
+        value = getattr(t, name)
+        if not (math.isfinite(value) and 0.0 <= value < 1.0):
+            raise UserError(f"train.{name} must be in [0, 1), got {value}")
     for name in ("weight_decay", "unsup_weight", "poly_power"):
         value = getattr(t, name)
         if not (math.isfinite(value) and value >= 0):
             label = "train.unsup_weight (λ)" if name == "unsup_weight" else f"train.{name}"
             raise UserError(f"{label} must be a finite number >= 0, got {value}")
-    if not (math.isfinite(t.dropout) and 0.0 <= t.dropout < 1.0):
-        raise UserError(f"train.dropout must be in [0, 1), got {t.dropout}")
     if t.iters_per_epoch is not None and t.iters_per_epoch < 1:
         raise UserError("train.iters_per_epoch must be >= 1 (or null for the reference's)")
     if t.patience is not None and t.patience < 1:
