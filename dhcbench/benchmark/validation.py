@@ -41,6 +41,13 @@ def _check_train(t: TrainSpec) -> None:
         if not (math.isfinite(value) and value >= 0):
             label = "train.unsup_weight (λ)" if name == "unsup_weight" else f"train.{name}"
             raise UserError(f"{label} must be a finite number >= 0, got {value}")
+    _check_optional_train(t)
+    if not t.device.strip():
+        raise UserError("train.device must not be empty (auto, cpu, cuda, cuda:1 …)")
+
+
+def _check_optional_train(t: TrainSpec) -> None:
+    """Range checks of the training settings where None means the default behaviour."""
     if t.iters_per_epoch is not None and t.iters_per_epoch < 1:
         raise UserError("train.iters_per_epoch must be >= 1 (or null for the reference's)")
     if t.patience is not None and t.patience < 1:
@@ -50,8 +57,6 @@ def _check_train(t: TrainSpec) -> None:
                         f" {t.rampup_epochs}")
     if t.threads is not None and t.threads < 1:
         raise UserError(f"train.threads must be >= 1 (or null: torch's default), got {t.threads}")
-    if not t.device.strip():
-        raise UserError("train.device must not be empty (auto, cpu, cuda, cuda:1 …)")
 
 
 def check_ratio(ratio: float) -> None:
