@@ -31,8 +31,8 @@ def test_layers_override_in_order_and_phantom_preset_applies() -> None:
     (spec,) = resolve_specs("dhc", "phantom", 0.2, [0],
                             [{"train": {"lr": 0.01}}, parse_assignment("train.lr=0.02")])
     assert spec.train.lr == 0.02
-    # the phantom preset: 16 filters, 25 epochs of 20 iterations, poly(0.3), no early stop
-    assert (spec.train.base_filters, spec.train.epochs, spec.train.iters_per_epoch) == (16, 24, 20)
+    # the phantom preset: 16 filters, 25 epochs of 18 iterations, poly(0.3), no early stop
+    assert (spec.train.base_filters, spec.train.epochs, spec.train.iters_per_epoch) == (16, 24, 18)
     assert (spec.train.poly_power, spec.train.dropout) == (0.3, 0.2)
     assert spec.train.patience is None and spec.data.patch_size is None
     assert spec.method.name == "dhc" and spec.data.ratio == 0.2
