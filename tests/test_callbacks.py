@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from dhcbench.benchmark import checkpoint
+from dhcbench.benchmark.building import build_method
 from dhcbench.benchmark.callbacks import EARLY_STOP, PRUNED, Callback, EarlyStopping
-from dhcbench.benchmark.planning import build_method, plan_run
+from dhcbench.benchmark.planning import plan_run
 from dhcbench.benchmark.runner import training_sampler
 from dhcbench.benchmark.train_state import seed_everything
 from dhcbench.benchmark.trainer import Trainer

@@ -182,7 +182,8 @@ def test_stages_keep_the_reference_names_order_and_widths() -> None:
 def test_train_dropout_reaches_every_vnet_of_a_method_and_no_other_layer() -> None:
     """``train.dropout`` sets both Dropout3d layers of each V-Net (DST's decoders share its
     main network's); URPC's own decoder dropouts (0.5/0.3/0.2/0.1) keep their values."""
-    from dhcbench.benchmark.planning import build_method, resolve_specs
+    from dhcbench.benchmark.building import build_method
+    from dhcbench.benchmark.planning import resolve_specs
     from dhcbench.datasets.base import DatasetSpec
     from dhcbench.methods.networks import VNetDecoder
 

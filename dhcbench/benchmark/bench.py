@@ -40,7 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dhcbench.benchmark.planning import RunPlan, build_method, plan_run
+from dhcbench.benchmark.building import build_method
+from dhcbench.benchmark.planning import RunPlan, plan_run
 from dhcbench.benchmark.runner import training_sampler
 from dhcbench.benchmark.train_state import seed_everything
 from dhcbench.benchmark.trainer import Trainer

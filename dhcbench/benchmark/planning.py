@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from dhcbench import __version__
+from dhcbench.benchmark.building import build_method
 from dhcbench.benchmark.spec import (
     RunSpec,
     build_spec,
@@ -38,8 +39,6 @@ from dhcbench.datasets.storage import PreparedDataset
 from dhcbench.errors import UserError
 from dhcbench.evaluation.inference import resolve_device
 from dhcbench.methods import METHODS
-from dhcbench.methods.base import Method
-from dhcbench.methods.networks import set_vnet_dropout
 
 
 @dataclass(frozen=True)
@@ -217,35 +216,6 @@ def checkpoint_dir(spec: RunSpec, run_id: str) -> Path:
     """
     return (Path(spec.tracking.out_dir) / spec.tracking.experiment
             / f"{run_name(spec, spec.seed)}-{spec_key(spec)}-{run_id[:8]}")
-
-
-def build_method(spec: RunSpec, dspec: DatasetSpec) -> Method:
-    """A fresh method instance for a spec and the dataset's geometry.
-
-    Its networks take the dataset's channels and classes, ``train.base_filters`` and the
-    V-Nets' dropout ``train.dropout``; the method's variant and keyword arguments are
-    checked on the way (a UserError if bad).
-    """
-    method = METHODS.get(spec.method.name).build(
-        num_classes=dspec.num_classes, in_channels=dspec.channels,
-        base_filters=spec.train.base_filters, variant=spec.method.variant,
-        kwargs=spec.method.kwargs,
-    )
-    set_vnet_dropout(method.networks, spec.train.dropout)
-    return method
-
-
-def check_method(spec: RunSpec) -> None:
-    """Build the spec's method once, at toy size, to check its variant and keyword arguments.
-
-    For suites, whose jobs are planned (and their dataset opened) only when they run: a bad
-    ``method.kwargs`` value is a UserError before any job starts. The build uses three
-    classes and 2-filter networks; the arguments' checks do not depend on the geometry.
-    """
-    METHODS.get(spec.method.name).build(
-        num_classes=3, in_channels=1, base_filters=2, variant=spec.method.variant,
-        kwargs=spec.method.kwargs,
-    )
 
 
 def default_layers(config: Path | None, overrides: Sequence[str]) -> list[dict[str, Any]]:

@@ -18,14 +18,9 @@ import pandas as pd
 import torch
 
 from dhcbench.benchmark import checkpoint
+from dhcbench.benchmark.building import build_method
 from dhcbench.benchmark.callbacks import Callback
-from dhcbench.benchmark.planning import (
-    RunPlan,
-    build_method,
-    labeled_counts,
-    run_name,
-    training_ids,
-)
+from dhcbench.benchmark.planning import RunPlan, labeled_counts, run_name, training_ids
 from dhcbench.benchmark.run_records import log_trained_model
 from dhcbench.benchmark.spec import RunSpec
 from dhcbench.benchmark.tracking import Tracker

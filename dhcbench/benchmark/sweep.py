@@ -35,6 +35,8 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
+from dhcbench.benchmark.building import check_method
+
 # The jobs and their executors have their own modules; their names stay importable from here.
 from dhcbench.benchmark.executors import cpu_workers as cpu_workers
 from dhcbench.benchmark.executors import run_local as run_local
@@ -44,7 +46,7 @@ from dhcbench.benchmark.executors import worker_slots as worker_slots
 from dhcbench.benchmark.jobs import Job as Job
 from dhcbench.benchmark.jobs import job_states as job_states
 from dhcbench.benchmark.jobs import run_job as run_job
-from dhcbench.benchmark.planning import check_method, resolve_specs
+from dhcbench.benchmark.planning import resolve_specs
 from dhcbench.benchmark.spec import (
     MAX_SEED,
     check_layer,

@@ -172,16 +172,13 @@ class VNetDecoder(nn.Module):
         return self.head(self.dropout(_decode(self, feats)))
 
 
-def set_vnet_dropout(module: nn.Module, p: float) -> int:
+def set_vnet_dropout(module: nn.Module, p: float) -> None:
     """Set the Dropout3d probability of every V-Net (and V-Net decoder) inside ``module``.
 
     The reference builds every V-Net with ``Dropout3d(0.5)`` (§4.1); ``train.dropout``
     changes it for a run. Other networks' dropout layers (URPC's decoder) are left as they
-    are. Returns the number of V-Nets changed.
+    are.
     """
-    changed = 0
     for sub in module.modules():
         if isinstance(sub, (VNet, VNetDecoder)) and isinstance(sub.dropout, nn.Dropout3d):
             sub.dropout.p = float(p)
-            changed += 1
-    return changed

@@ -54,11 +54,9 @@ def branch_titles(spec: Any, num_classes: int) -> dict[str, str]:
     "b": "DistDW (branch B)"}``, CPS ``Org`` (uniform) twice; a learner that is not a
     branch (``student``) is named as it is. Methods without strategies give ``{}``.
     """
-    from dhcbench.methods import METHODS
+    from dhcbench.benchmark.building import toy_method
 
-    method = METHODS.get(spec.method.name).build(
-        num_classes=max(2, num_classes), in_channels=1, base_filters=2,
-        variant=spec.method.variant, kwargs=spec.method.kwargs)
+    method = toy_method(spec, num_classes)
     strategies = getattr(method, "strategies", {})
     return {key: f"{type(s).title or key} "
                  f"({'branch ' + key.upper() if len(key) == 1 else key})"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dhcbench.benchmark import checkpoint as ckpt
-from dhcbench.benchmark.planning import build_method
+from dhcbench.benchmark.building import build_method
 from dhcbench.benchmark.tracking import CHECKPOINT_DIR, ROLE, Tracker
 from dhcbench.errors import UserError
 from dhcbench.evaluation.predict import segment_images

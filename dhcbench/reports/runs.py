@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from dhcbench.benchmark import checkpoint
-from dhcbench.benchmark.planning import build_method
+from dhcbench.benchmark.building import build_method
 from dhcbench.benchmark.spec import RunSpec, build_spec
 from dhcbench.benchmark.tracking import CHECKPOINT_DIR, ROLE, Tracker
 from dhcbench.datasets import DATASETS, DatasetSpec, data_root
