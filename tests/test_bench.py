@@ -14,6 +14,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -21,9 +22,11 @@ from dhcbench.benchmark import bench_report
 from dhcbench.benchmark.bench import ModelFloor, Spread, build_trainer, main_logits, maps_images
 from dhcbench.benchmark.bench import time_method as bench_time_method
 from dhcbench.benchmark.bench_eval import bench_eval
-from dhcbench.benchmark.bench_parts import bench_data, bench_infer
+from dhcbench.benchmark.bench_parts import _top2_gap, bench_data, bench_infer, inference_configs
 from dhcbench.benchmark.planning import plan_run
 from dhcbench.errors import UserError
+from dhcbench.evaluation import inference
+from dhcbench.evaluation.inference import InferenceOptions
 
 TINY = [{"data": {"options": {"volume_size": [16, 32, 32], "num_cases": 8},
                   "patch_size": [16, 16, 16]}},
@@ -107,6 +110,26 @@ def test_infer_part_identical_labels() -> None:
     assert names[0] == "default" and len(names) == len(set(names)) >= 5
     assert all(c.identical_labels and c.differing_voxels == 0 for c in r.configs)
     assert r.configs[0].speedup.median == 1.0 and json.dumps(r.to_json())
+    default = inference.default_inference_options(torch.device("cpu"))
+    assert all(InferenceOptions(**c.options) != default for c in r.configs[1:])
+    assert all(c.tie_gap == 0.0 for c in r.configs)
+
+
+def test_inference_configs_leave_out_the_default_itself() -> None:
+    configs = inference_configs(torch.device("cpu"))
+    default = inference.default_inference_options(torch.device("cpu"))
+    assert configs[0] == ("default", None)
+    assert [o for _, o in configs[1:] if o == default] == []
+    assert {"plain", "window batch 1", "window batch 8"} <= {n for n, _ in configs}
+
+
+def test_top2_gap_by_hand() -> None:
+    # (K=3, D=1, H=1, W=3): voxel 0 gap 0.5-0.3=0.2, voxel 1 a tie (gap 0), voxel 2 gap 0.6.
+    probs = torch.tensor([[0.5, 0.4, 0.8], [0.3, 0.4, 0.2], [0.2, 0.2, 0.0]]).reshape(3, 1, 1, 3)
+    assert _top2_gap(probs, np.array([[[False, True, False]]])) == 0.0
+    assert _top2_gap(probs, np.array([[[True, True, False]]])) == pytest.approx(0.2)
+    assert _top2_gap(probs, np.ones((1, 1, 3), bool)) == pytest.approx(0.6)
+    assert _top2_gap(probs, np.zeros((1, 1, 3), bool)) == 0.0
 
 
 def test_eval_part_identical_values() -> None:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -170,7 +169,9 @@ class InferConfig:
     """One inference configuration's time per volume against the default's.
 
     ``speedup``: default time over this configuration's time, per round (×1.4 = faster);
-    ``identical_labels``: its label map equals the default's (else ``differing_voxels``).
+    ``identical_labels``: its label map equals the default's (else ``differing_voxels``, and
+    ``tie_gap``: the largest gap between the default's two highest class probabilities on
+    those voxels; a gap at rounding level means only ties were broken differently).
     """
 
     name: str
@@ -179,6 +180,7 @@ class InferConfig:
     speedup: Spread
     identical_labels: bool
     differing_voxels: int
+    tie_gap: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -203,7 +205,8 @@ def inference_configs(device: torch.device) -> list[tuple[str, Any]]:
     """The (name, options) pairs to compare, the default (options None) first.
 
     Then the four channels-last / BN-folding combinations at the default window batch, and
-    window batches 1 and 8 with the default's other options.
+    window batches 1 and 8 with the default's other options; a combination equal to the
+    default (``window_batch=None`` is the run's ``eval.window_batch``) is left out.
     """
     from dhcbench.evaluation import inference
 
@@ -223,11 +226,17 @@ def inference_configs(device: torch.device) -> list[tuple[str, Any]]:
         out.append((f"window batch {wb}", options_cls(channels_last=default.channels_last,
                                                       fold_bn=default.fold_bn,
                                                       window_batch=wb)))
-    return out
+    # A combination equal to the default would only time the default against itself.
+    return [(name, o) for name, o in out if o is None or o != default]
 
 
-def _labels(run: Callable[[], torch.Tensor]) -> Callable[[], np.ndarray]:
-    return lambda: class_argmax(run(), 0).numpy()
+def _top2_gap(probs: torch.Tensor, where: np.ndarray) -> float:
+    """The largest gap between the two highest class probabilities at ``where`` (0 if none)."""
+    if not where.any():
+        return 0.0
+    picked = probs.permute(1, 2, 3, 0)[torch.from_numpy(where)]
+    top = picked.float().topk(2, dim=1).values
+    return float((top[:, 0] - top[:, 1]).max())
 
 
 def bench_infer(grid: Shape3 = AMOS_GRID, patch: Shape3 = PATCH, filters: int = 16,
@@ -236,7 +245,10 @@ def bench_infer(grid: Shape3 = AMOS_GRID, patch: Shape3 = PATCH, filters: int = 
     """Time one volume's sliding-window inference per configuration, alternating per round.
 
     ``window_batch`` is the run's ``eval.window_batch`` (what options with
-    ``window_batch=None`` use).
+    ``window_batch=None`` use). Round ``r`` starts at configuration ``r`` (mod their number),
+    so that no configuration always runs first or after the same one. Labels are compared
+    with the default's; where they differ, the default's own two highest probabilities there
+    are at most ``tie_gap`` apart (a tie broken the other way by rounding).
     """
     dev = resolve_device(device)
     configs = inference_configs(dev)
@@ -249,25 +261,30 @@ def bench_infer(grid: Shape3 = AMOS_GRID, patch: Shape3 = PATCH, filters: int = 
     stride = stride or default_stride(patch)
     settings = EvalSpec(stride=stride, window_batch=window_batch)
     dspec = synthetic_spec(patch)
-    predict_case_probs(method.predict, image, dspec, settings, dev)  # warm-up, untimed
+    base_probs = predict_case_probs(method.predict, image, dspec, settings, dev)  # warm-up
+    base = class_argmax(base_probs, 0).numpy()
     times: dict[str, list[float]] = {name: [] for name, _ in configs}
     labels: dict[str, np.ndarray] = {}
-    for _ in range(rounds):
-        for name, options in configs:
-            run = _labels(lambda o=options: predict_case_probs(
-                method.predict, image, dspec, settings, dev, options=o))
+    for r in range(rounds):
+        shift = r % len(configs)
+        for name, options in configs[shift:] + configs[:shift]:
             start = time.perf_counter()
-            out = run()
+            out = class_argmax(predict_case_probs(method.predict, image, dspec, settings, dev,
+                                                  options=options), 0).numpy()
             times[name].append(time.perf_counter() - start)
             labels.setdefault(name, out)
-    base = labels["default"]
-    results = [InferConfig(
-        name=name, options=None if options is None else asdict(options),
-        median_s=statistics.median(times[name]),
-        speedup=Spread.of([d / t for d, t in zip(times["default"], times[name], strict=True)]),
-        identical_labels=bool(np.array_equal(labels[name], base)),
-        differing_voxels=int((labels[name] != base).sum()),
-    ) for name, options in configs]
+    results = []
+    for name, options in configs:
+        differ = labels[name] != base
+        results.append(InferConfig(
+            name=name, options=None if options is None else asdict(options),
+            median_s=statistics.median(times[name]),
+            speedup=Spread.of([d / t for d, t in zip(times["default"], times[name],
+                                                     strict=True)]),
+            identical_labels=not differ.any(),
+            differing_voxels=int(differ.sum()),
+            tie_gap=_top2_gap(base_probs, differ),
+        ))
     from dhcbench.evaluation import inference
 
     return InferTiming(grid, patch, stride, filters, str(dev),

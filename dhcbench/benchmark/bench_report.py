@@ -93,7 +93,8 @@ def _infer_table(results: Sequence[Any]) -> Table:
         t.add_column(col, justify="left" if col == "configuration" else "right")
     for r in results:
         for c in r.configs:
-            same = "yes" if c.identical_labels else f"no ({c.differing_voxels} voxels)"
+            same = ("yes" if c.identical_labels else
+                    f"no: {c.differing_voxels} voxel(s), top-2 gap ≤ {c.tie_gap:.1g}")
             t.add_row(_grid_text(r.grid), str(r.filters), c.name, f"{c.median_s:.2f}",
                       c.speedup.text(), same)
     return t

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dhcbench.allocator import tune_cpu_allocator
 from dhcbench.benchmark import checkpoint
 from dhcbench.benchmark.callbacks import EARLY_STOP, PRUNED, BestCheckpoint, Callback, EarlyStopping
 from dhcbench.benchmark.spec import TrainSpec
@@ -112,6 +113,7 @@ class Trainer:
             torch.set_num_threads(spec.threads)
         if self.device.type == "cpu":
             torch.use_deterministic_algorithms(True, warn_only=True)
+            tune_cpu_allocator()
         self.method.to(self.device)
         for net in self.method.networks.values():
             if spec.channels_last:

@@ -18,6 +18,7 @@ import typer
 import typer.core
 from rich.console import Console
 
+from dhcbench.allocator import tune_cpu_allocator
 from dhcbench.errors import UserError
 
 #: What each value of ``--variant`` means (``run``'s help, ``dhcbench methods METHOD``). The
@@ -120,7 +121,8 @@ def _quiet_libraries(
 
     MLflow sets its loggers' level when it is imported (later, by a command), from
     ``MLFLOW_LOGGING_LEVEL``; so that variable is set here, before any import of MLflow, and
-    inherited by worker processes.
+    inherited by worker processes. The CPU allocator is tuned here too, for every command
+    (:mod:`dhcbench.allocator`).
     """
     import logging
 
@@ -129,6 +131,7 @@ def _quiet_libraries(
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    tune_cpu_allocator()
 
 
 def parse_dataset(text: str) -> tuple[str, dict]:
