@@ -94,7 +94,7 @@ def _infer_table(results: Sequence[Any]) -> Table:
     for r in results:
         for c in r.configs:
             same = ("yes" if c.identical_labels else
-                    f"no: {c.differing_voxels} voxel(s), top-2 gap ≤ {c.tie_gap:.1g}")
+                    f"no: {c.differing_voxels} voxel(s), top-2 gap {c.tie_gap:.1g}")
             t.add_row(_grid_text(r.grid), str(r.filters), c.name, f"{c.median_s:.2f}",
                       c.speedup.text(), same)
     return t
