@@ -1,9 +1,9 @@
 """The package's layers, checked statically on every ``import`` statement (including the
 ones inside functions): from the bottom, the core (errors, registry, interfaces,
-schedules, allocator), then datasets and methods, evaluation, the training engine (benchmark), the
-reports, and the command line on top. A layer never imports one above it, and the engine
-never names a specific method: it knows methods through the registry and their base
-interface only.
+schedules, allocator), then datasets and methods, evaluation, the training engine
+(benchmark), the reports, and the command line on top. A layer never imports one above it,
+and the engine never names a specific method: it knows methods through the registry and
+their base interface only.
 """
 
 from __future__ import annotations
