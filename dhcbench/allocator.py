@@ -17,7 +17,7 @@ variables (theirs win), or when ``DHCBENCH_CPU_ALLOCATOR=default``.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import os
 
 M_TRIM_THRESHOLD = -1
@@ -30,14 +30,11 @@ OPT_OUT = "DHCBENCH_CPU_ALLOCATOR"
 GLIBC_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_",
                    "MALLOC_MMAP_MAX_", "GLIBC_TUNABLES")
 
-_state: dict[str, str] = {}
 
-
+@functools.cache
 def tune_cpu_allocator() -> str:
     """Apply the tuning once per process; returns what was done (``"tuned"`` or why not)."""
-    if "result" not in _state:
-        _state["result"] = _tune()
-    return _state["result"]
+    return _tune()
 
 
 def _tune() -> str:
@@ -54,13 +51,13 @@ def _tune() -> str:
 
 
 def _glibc() -> ctypes.CDLL | None:
-    """The process's C library when it is glibc with ``mallopt``, else None."""
+    """The process's own C library when it is glibc (it has ``gnu_get_libc_version``)."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        version = libc.gnu_get_libc_version
-        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-        libc.mallopt.restype = ctypes.c_int
-    except (OSError, AttributeError):
+        libc = ctypes.CDLL(None)  # the symbols already loaded: no library search
+    except (OSError, TypeError):  # TypeError: platforms without a process handle
         return None
-    version.restype = ctypes.c_char_p
-    return libc if version() else None
+    if not hasattr(libc, "gnu_get_libc_version"):
+        return None
+    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    libc.mallopt.restype = ctypes.c_int
+    return libc

@@ -65,10 +65,10 @@ def test_a_cpu_trainer_tunes_and_importing_does_not(tmp_path: Path) -> None:
                         "patch_size": [16, 16, 16]},
                "train": {"base_filters": 2, "threads": 1, "device": "cpu"},
                "tracking": {"out_dir": str(tmp_path / "runs")}}]
-    code = ("import json, sys; from dhcbench import allocator;"
+    code = ("import json, sys; from dhcbench.allocator import tune_cpu_allocator as t;"
             "from dhcbench.benchmark.bench import build_trainer;"
             "from dhcbench.benchmark.planning import plan_run;"
-            "before = allocator._state.get('result');"
+            "before = t.cache_info().currsize;"
             "build_trainer(plan_run('cps', 'phantom', 0.2, [0], json.loads(sys.argv[1])));"
-            "print(before, allocator._state.get('result'))")
-    assert _in_child(code, json.dumps(layers)) == "None tuned"
+            "print(before, t.cache_info().currsize, t())")
+    assert _in_child(code, json.dumps(layers)) == "0 1 tuned"
