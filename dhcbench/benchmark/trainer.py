@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from dhcbench.allocator import tune_cpu_allocator
 from dhcbench.benchmark import checkpoint
 from dhcbench.benchmark.callbacks import EARLY_STOP, PRUNED, BestCheckpoint, Callback, EarlyStopping
+from dhcbench.benchmark.placement import place_method
 from dhcbench.benchmark.spec import TrainSpec
 from dhcbench.benchmark.train_state import (
     FitResult,
@@ -33,7 +33,6 @@ from dhcbench.benchmark.train_state import (
     set_global_rng_state,
 )
 from dhcbench.datasets.loaders import PatchSampler
-from dhcbench.evaluation.inference import resolve_device
 from dhcbench.interfaces import StepContext
 from dhcbench.methods.base import Method
 from dhcbench.methods.losses import hard_dice_per_class
@@ -51,9 +50,8 @@ LAST_SAVE_INTERVAL_S = 60.0
 class Trainer:
     """Trains a :class:`Method` on patches from a :class:`PatchSampler`.
 
-    On construction the trainer places the method: the spec's CPU thread count, its device
-    (``train.device``: ``auto``, ``cpu``, ``cuda``, ``cuda:1`` …), deterministic algorithms
-    on a CPU, channels-last 3D memory format and ``torch.compile`` when the spec asks.
+    On construction the trainer places the method as the spec says (device, threads,
+    memory format, compilation: :func:`~dhcbench.benchmark.placement.place_method`).
 
     Args:
         train: the training section of the run spec.
@@ -86,8 +84,7 @@ class Trainer:
         self.class_names = class_names
         self.ckpt_dir = Path(ckpt_dir)
         self.log = log
-        self.device = resolve_device(train.device)
-        self._place()
+        self.device = place_method(train, method)
         builtin: list[Callback] = [BestCheckpoint(self.ckpt_dir)]
         if train.patience is not None:
             builtin.append(EarlyStopping(train.patience))
@@ -105,21 +102,6 @@ class Trainer:
         self.pos = Position()
         self._stop_reasons: list[str] = []
         self._last_saved = -math.inf
-
-    def _place(self) -> None:
-        """Threads, device, determinism, memory format and compilation, as the spec says."""
-        spec = self.spec
-        if spec.threads:
-            torch.set_num_threads(spec.threads)
-        if self.device.type == "cpu":
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            tune_cpu_allocator()
-        self.method.to(self.device)
-        for net in self.method.networks.values():
-            if spec.channels_last:
-                net.to(memory_format=torch.channels_last_3d)
-            if spec.compile:
-                net.compile()
 
     def request_stop(self, reason: str) -> None:
         """Ask the loop to end after the current evaluation (callbacks call this).
